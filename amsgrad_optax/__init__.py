@@ -1,0 +1,27 @@
+"""AMSGrad (Reddi, Kale & Kumar, ICLR 2018) as optax gradient transformations."""
+
+from amsgrad_optax._alias import adamnc as adamnc
+from amsgrad_optax._alias import amsgrad as amsgrad
+from amsgrad_optax._conventions import CONVENTIONS as CONVENTIONS
+from amsgrad_optax._conventions import Convention as Convention
+from amsgrad_optax._conventions import get_convention as get_convention
+from amsgrad_optax._schedules import inverse_sqrt_schedule as inverse_sqrt_schedule
+from amsgrad_optax._transform import ScaleByAdamncState as ScaleByAdamncState
+from amsgrad_optax._transform import ScaleByAmsgradState as ScaleByAmsgradState
+from amsgrad_optax._transform import scale_by_adamnc as scale_by_adamnc
+from amsgrad_optax._transform import scale_by_amsgrad as scale_by_amsgrad
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "CONVENTIONS",
+    "Convention",
+    "ScaleByAdamncState",
+    "ScaleByAmsgradState",
+    "adamnc",
+    "amsgrad",
+    "get_convention",
+    "inverse_sqrt_schedule",
+    "scale_by_adamnc",
+    "scale_by_amsgrad",
+)

@@ -1,0 +1,208 @@
+"""Complete optimizers: the AMSGrad and AdamNC steps with weight decay and a learning rate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+
+from amsgrad_optax import _transform, _validation
+
+MaskOrFn = Any
+
+
+def _finish(
+    scaler: optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule,
+    weight_decay: jax.typing.ArrayLike,
+    decoupled_weight_decay: bool,
+    mask: MaskOrFn,
+) -> optax.GradientTransformationExtraArgs:
+  _validation.check_learning_rate(learning_rate)
+  _validation.check_range("weight_decay", weight_decay, low=0.0)
+  if not isinstance(decoupled_weight_decay, bool):
+    raise TypeError(
+        f"decoupled_weight_decay must be a bool, got {decoupled_weight_decay!r}"
+    )
+  parts = [scaler]
+  if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
+    decay = _add_decayed_weights(weight_decay, mask)
+    # Coupled: g + wd*p enters the moments (torch.optim.Adam(weight_decay=..)).
+    # Decoupled: lr*wd*p is subtracted beside the step (torch.optim.AdamW).
+    parts = [scaler, decay] if decoupled_weight_decay else [decay, scaler]
+  return optax.chain(*parts, optax.scale_by_learning_rate(learning_rate))
+
+
+def _add_decayed_weights(
+    weight_decay: jax.typing.ArrayLike, mask: MaskOrFn
+) -> optax.GradientTransformation:
+  """``optax.add_decayed_weights`` that tolerates missing params when wd == 0.
+
+  ``optax.inject_hyperparams`` turns the default ``weight_decay=0.0`` into an
+  array, which would otherwise make ``params`` mandatory for every update.
+  """
+  inner = optax.add_decayed_weights(weight_decay, mask)
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      wd = _validation.concrete_value(weight_decay)
+      if wd is not None and not wd.any():
+        return updates, state
+      shown = "traced" if wd is None else repr(weight_decay)
+      raise ValueError(
+          f"params must be passed to update() when weight_decay is set (it is "
+          f"{shown}): the decay is weight_decay * params. Call "
+          "tx.update(grads, state, params). Under optax.inject_hyperparams "
+          "inside jit, weight_decay is traced: pass params, or list "
+          "'weight_decay' in static_args."
+      )
+    return inner.update(updates, state, params)
+
+  return optax.GradientTransformation(inner.init, update_fn)
+
+
+def amsgrad(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    eps: jax.typing.ArrayLike = 1e-8,
+    eps_root: jax.typing.ArrayLike = 0.0,
+    *,
+    weight_decay: jax.typing.ArrayLike = 0.0,
+    decoupled_weight_decay: bool = True,
+    mask: MaskOrFn = None,
+    convention: str = "pytorch",
+    b1_decay: jax.typing.ArrayLike = 1.0,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Returns the AMSGrad optimizer, in any framework's convention.
+
+  The step is :func:`scale_by_amsgrad` (see there for each convention's
+  formula) scaled by ``-learning_rate``. With ``weight_decay > 0`` it is
+  either decoupled, :math:`p \leftarrow p - \eta(u_t + \lambda p)`, as
+  ``torch.optim.AdamW(amsgrad=True)``; or, with
+  ``decoupled_weight_decay=False``, coupled: :math:`g_t + \lambda p` enters
+  the moments, as ``torch.optim.Adam(amsgrad=True, weight_decay=...)``.
+
+  Switching from ``optax.amsgrad(lr, b1, b2, eps, eps_root)`` is the same
+  call with ``convention="optax"``; from ``torch.optim.Adam(params, lr,
+  betas=(b1, b2), eps=eps, amsgrad=True)`` it is ``amsgrad(lr, b1, b2, eps)``;
+  from Keras ``Adam(lr, b1, b2, epsilon, amsgrad=True)`` it is
+  ``amsgrad(lr, b1, b2, epsilon, convention="keras")`` (Keras's default
+  epsilon is 1e-7).
+
+  The paper's step size :math:`\alpha_t = \alpha/\sqrt{t}` is the schedule
+  :func:`amsgrad_optax.inverse_sqrt_schedule`.
+
+  Args:
+    learning_rate: a non-negative float or array, or an optax schedule.
+    b1: decay rate of the first moment, in [0, 1).
+    b2: decay rate of the second moment, in [0, 1).
+    eps: added to the denominator outside the square root, >= 0.
+    eps_root: added to the running max inside the square root, >= 0.
+    weight_decay: the weight-decay rate :math:`\lambda`, >= 0.
+    decoupled_weight_decay: decoupled (AdamW) when True, coupled L2 when
+      False.
+    mask: a tree of booleans, or a function of the params returning one,
+      choosing the leaves that are decayed (as in :func:`optax.adamw`).
+    convention: one of :data:`amsgrad_optax.CONVENTIONS`.
+    b1_decay: the paper's :math:`\lambda` for :math:`\beta_{1,t} =
+      \beta_1\lambda^{t-1}`; 1.0 keeps :math:`\beta_1` constant.
+    mu_dtype: dtype of ``mu``; None for the param's dtype.
+    nu_dtype: dtype of ``nu`` and ``nu_max``; None for the param's dtype,
+      float32 for float16 params.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import amsgrad_optax
+    >>> tx = optax.chain(
+    ...     optax.clip_by_global_norm(1.0),
+    ...     amsgrad_optax.amsgrad(learning_rate=0.1),
+    ... )
+    >>> params = {"w": jnp.array([1.0, -2.0])}
+    >>> loss = lambda p: jnp.sum(p["w"] ** 2)
+    >>> state = tx.init(params)
+    >>> for _ in range(100):
+    ...   grads = jax.grad(loss)(params)
+    ...   updates, state = tx.update(grads, state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> bool(loss(params) < 1e-2)
+    True
+
+  References:
+    Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
+    <https://openreview.net/forum?id=ryQu7f-RZ>`_, ICLR 2018.
+    Loshchilov & Hutter, `Decoupled Weight Decay Regularization
+    <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
+  """
+  scaler = _transform.scale_by_amsgrad(
+      b1,
+      b2,
+      eps,
+      eps_root,
+      convention=convention,
+      b1_decay=b1_decay,
+      mu_dtype=mu_dtype,
+      nu_dtype=nu_dtype,
+  )
+  return _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask)
+
+
+def adamnc(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: jax.typing.ArrayLike = 0.9,
+    eps: jax.typing.ArrayLike = 1e-8,
+    eps_root: jax.typing.ArrayLike = 0.0,
+    *,
+    weight_decay: jax.typing.ArrayLike = 0.0,
+    decoupled_weight_decay: bool = True,
+    mask: MaskOrFn = None,
+    b1_decay: jax.typing.ArrayLike = 1.0,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Returns the paper's AdamNC optimizer: Adam with :math:`\beta_{2,t} = 1 - 1/t`.
+
+  The step is :func:`scale_by_adamnc` scaled by ``-learning_rate``; weight
+  decay works as in :func:`amsgrad`. The paper's theory pairs it with
+  :math:`\alpha_t = \alpha/\sqrt{t}` (:func:`inverse_sqrt_schedule`) and a
+  decaying :math:`\beta_{1,t}` (``b1_decay < 1``).
+
+  Args:
+    learning_rate: a non-negative float or array, or an optax schedule.
+    b1: decay rate of the first moment, in [0, 1).
+    eps: added to the denominator outside the square root, >= 0.
+    eps_root: added to :math:`v_t` inside the square root, >= 0.
+    weight_decay: the weight-decay rate, >= 0.
+    decoupled_weight_decay: decoupled (AdamW) when True, coupled when False.
+    mask: the leaves that are decayed, as in :func:`optax.adamw`.
+    b1_decay: :math:`\lambda` in :math:`\beta_{1,t} = \beta_1\lambda^{t-1}`.
+    mu_dtype: dtype of ``mu``.
+    nu_dtype: dtype of ``nu``.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> import amsgrad_optax
+    >>> tx = amsgrad_optax.adamnc(amsgrad_optax.inverse_sqrt_schedule(0.1), b1_decay=0.99)
+    >>> params = jnp.array([1.0])
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(jnp.array([2.0]), state)
+    >>> updates  # -0.1/sqrt(1) * (0.1*2) / sqrt(4)
+    Array([-0.01], dtype=float32)
+
+  References:
+    Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
+    <https://openreview.net/forum?id=ryQu7f-RZ>`_, ICLR 2018, Section 4.
+  """
+  scaler = _transform.scale_by_adamnc(
+      b1, eps, eps_root, b1_decay=b1_decay, mu_dtype=mu_dtype, nu_dtype=nu_dtype
+  )
+  return _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask)

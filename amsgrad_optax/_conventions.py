@@ -1,0 +1,169 @@
+"""The AMSGrad conventions: one table, one formula.
+
+Every framework's AMSGrad is the same recurrence on the moments,
+
+.. math::
+
+  m_t = \\beta_{1,t} m_{t-1} + (1 - \\beta_{1,t}) g_t, \\qquad
+  v_t = \\beta_2 v_{t-1} + (1 - \\beta_2) g_t^2,
+
+followed by a running maximum and a step. They differ only in *which* second
+moment the maximum is taken over and *where* the bias corrections
+:math:`c_1 = 1 - \\beta_1^t` and :math:`c_2 = 1 - \\beta_2^t` enter. A
+:class:`Convention` records exactly those choices as data, and
+:func:`amsgrad_optax.scale_by_amsgrad` reads them; there is one update, not four.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+NuCorrection = Literal["none", "denominator", "step", "max"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Convention:
+  """How one framework places the bias corrections of AMSGrad.
+
+  Attributes:
+    name: the name accepted by ``convention=``.
+    correct_mu: whether the first moment is divided by :math:`c_1`.
+    nu_correction: where :math:`c_2` enters: ``"none"`` (never), ``"max"``
+      (the maximum is taken over :math:`v_t / c_2`), ``"denominator"``
+      (:math:`\\sqrt{\\hat v^{max}_t} / \\sqrt{c_2} + \\epsilon`) or ``"step"``
+      (the step size is multiplied by :math:`\\sqrt{c_2}`, outside epsilon).
+    exact_powers: whether :math:`\\beta^t` is evaluated to float32 accuracy
+      (as PyTorch does, in double precision on the host) or as a float32
+      power (as optax and Keras do, whose rounding of :math:`\\beta_2` shifts
+      :math:`c_2` by up to about 1e-5 relative).
+    formula: the step, for documentation.
+    matches: the reference implementations this convention reproduces.
+  """
+
+  name: str
+  correct_mu: bool
+  nu_correction: NuCorrection
+  exact_powers: bool
+  formula: str
+  matches: str
+
+
+_TABLE = (
+    Convention(
+        name="pytorch",
+        correct_mu=True,
+        nu_correction="denominator",
+        exact_powers=True,
+        formula="lr/(1-b1^t) * mu / (sqrt(nu_max)/sqrt(1-b2^t) + eps), nu_max = max(nu_max, nu)",
+        matches="torch.optim.Adam(amsgrad=True), torch.optim.AdamW(amsgrad=True); "
+        "labml AMSGrad(optimized_update=False)",
+    ),
+    Convention(
+        name="keras",
+        correct_mu=True,
+        nu_correction="step",
+        exact_powers=False,
+        formula="lr*sqrt(1-b2^t)/(1-b1^t) * mu / (sqrt(nu_max) + eps), nu_max = max(nu_max, nu)",
+        matches="keras.optimizers.Adam(amsgrad=True) (Keras 3, TF); "
+        "labml AMSGrad(optimized_update=True)",
+    ),
+    Convention(
+        name="optax",
+        correct_mu=True,
+        nu_correction="max",
+        exact_powers=False,
+        formula="lr * (mu/(1-b1^t)) / (sqrt(nu_max + eps_root) + eps), "
+        "nu_max = max(nu_max, nu/(1-b2^t))",
+        matches="optax.amsgrad, optax.scale_by_amsgrad (default flags)",
+    ),
+    Convention(
+        name="paper",
+        correct_mu=False,
+        nu_correction="none",
+        exact_powers=True,
+        formula="lr * mu / (sqrt(nu_max + eps_root) + eps), nu_max = max(nu_max, nu)",
+        matches="Reddi, Kale & Kumar (2018), Algorithm 2 (with eps=0); "
+        "optax.scale_by_amsgrad(bias_correction_mu=False, bias_correction_nu=False)",
+    ),
+)
+
+_BY_NAME = {c.name: c for c in _TABLE}
+
+#: The names accepted by ``convention=``, in documentation order.
+CONVENTIONS: tuple[str, ...] = tuple(c.name for c in _TABLE)
+
+
+def get_convention(name: str) -> Convention:
+  """Returns the :class:`Convention` called ``name``.
+
+  Args:
+    name: one of :data:`CONVENTIONS`.
+
+  Returns:
+    The convention's record.
+
+  Raises:
+    ValueError: if ``name`` is not a known convention.
+
+  Examples:
+    >>> from amsgrad_optax import get_convention
+    >>> get_convention("keras").nu_correction
+    'step'
+  """
+  if isinstance(name, Convention):
+    return name
+  try:
+    return _BY_NAME[name]
+  except (KeyError, TypeError):
+    raise ValueError(
+        f"convention must be one of {CONVENTIONS}, got {name!r}"
+    ) from None
+
+
+def _is_concrete_one(x) -> bool:
+  return isinstance(x, (int, float)) and x == 1
+
+
+def one_minus_power(
+    b: jax.typing.ArrayLike,
+    t: jax.Array,
+    *,
+    exact: bool,
+    decay: jax.typing.ArrayLike = 1.0,
+) -> jax.Array:
+  """Returns ``1 - prod_{i=1..t} b * decay**(i-1)``, the bias correction.
+
+  With ``decay == 1`` this is the familiar ``1 - b**t``.
+
+  Args:
+    b: the decay rate, in [0, 1).
+    t: the step count (t >= 1), an integer array.
+    exact: evaluate to float32 accuracy through ``-expm1(t * log(b))`` (with
+      ``log(b)`` taken in double precision when ``b`` is a Python number),
+      rather than as a float32 power.
+    decay: the factor ``lambda`` of a decaying rate ``b_t = b lambda^(t-1)``.
+
+  Returns:
+    A float32 scalar in (0, 1].
+  """
+  if not exact and _is_concrete_one(decay):
+    # Bit-for-bit the expression optax evaluates.
+    return 1 - b**t
+  tf = jnp.asarray(t, jnp.float32)
+  log_b = _log(b)
+  exponent = tf * log_b
+  if not _is_concrete_one(decay):
+    # prod b lambda^(i-1) = b^t lambda^(t(t-1)/2).
+    exponent = exponent + (0.5 * tf * (tf - 1.0)) * _log(decay)
+  return -jnp.expm1(exponent)
+
+
+def _log(x: jax.typing.ArrayLike) -> jax.Array:
+  if isinstance(x, (int, float)):
+    return jnp.asarray(math.log(x) if x > 0 else -math.inf, jnp.float32)
+  return jnp.log(jnp.asarray(x, jnp.float32))

@@ -1,0 +1,375 @@
+"""AMSGrad and AdamNC as optax gradient transformations."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from optax._src import utils as optax_utils
+
+from amsgrad_optax import _conventions, _validation
+
+
+class ScaleByAmsgradState(NamedTuple):
+  """State of :func:`scale_by_amsgrad`.
+
+  Attributes:
+    count: the number of updates applied so far, an int32 scalar that
+      saturates at ``2**31 - 1`` instead of wrapping.
+    mu: the first moment :math:`m_t`, shaped like the params.
+    nu: the second moment :math:`v_t` (never bias-corrected), shaped like the
+      params; real-valued for complex params.
+    nu_max: the running maximum of :math:`v_t` (or of :math:`v_t / c_2` under
+      the ``"optax"`` convention), shaped like the params.
+  """
+
+  count: jax.Array
+  mu: optax.Updates
+  nu: optax.Updates
+  nu_max: optax.Updates
+
+
+class ScaleByAdamncState(NamedTuple):
+  """State of :func:`scale_by_adamnc`.
+
+  Attributes:
+    count: the number of updates applied so far (saturating int32 scalar).
+    mu: the first moment :math:`m_t`, shaped like the params.
+    nu: the plain average :math:`\\frac{1}{t}\\sum_{i\\le t} g_i^2`.
+  """
+
+  count: jax.Array
+  mu: optax.Updates
+  nu: optax.Updates
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _real_dtype(dtype) -> jnp.dtype:
+  return jnp.finfo(dtype).dtype
+
+
+def _default_nu_dtype(param_dtype, nu_dtype):
+  if nu_dtype is not None:
+    return nu_dtype
+  real = _real_dtype(param_dtype)
+  # g**2 overflows float16 above |g| ~ 256; a float32 second moment is the
+  # difference between training on and a run that silently stops.
+  return jnp.dtype(jnp.float32) if real == jnp.float16 else real
+
+
+def _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype):
+  _validation.check_range("b1", b1, low=0.0, high=1.0)
+  _validation.check_range("eps", eps, low=0.0)
+  _validation.check_range("eps_root", eps_root, low=0.0)
+  _validation.check_range("b1_decay", b1_decay, low=0.0, high=1.0, high_inclusive=True)
+  mu_dtype = optax_utils.canonicalize_dtype(mu_dtype)
+  nu_dtype = optax_utils.canonicalize_dtype(nu_dtype)
+  for name, dt in (("mu_dtype", mu_dtype), ("nu_dtype", nu_dtype)):
+    if dt is not None and not jnp.issubdtype(dt, jnp.inexact):
+      raise TypeError(f"{name} must be a floating-point dtype, got {dt}")
+  if nu_dtype is not None and jnp.issubdtype(nu_dtype, jnp.complexfloating):
+    raise TypeError(
+        f"nu_dtype must be a real floating-point dtype (the second moment "
+        f"is |g|^2), got {nu_dtype}"
+    )
+  return mu_dtype, nu_dtype
+
+
+def _init_moments(params, mu_dtype, nu_dtype, n_nu: int):
+  _validation.check_float_tree(params, "params")
+  mu = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype or p.dtype), params)
+  nus = tuple(
+      jax.tree.map(
+          lambda p: jnp.zeros_like(p, dtype=_default_nu_dtype(p.dtype, nu_dtype)),
+          params,
+      )
+      for _ in range(n_nu)
+  )
+  return jnp.zeros([], jnp.int32), mu, nus
+
+
+def _cast_hp(x, dtype):
+  """Casts an array hyperparameter to ``dtype``; Python numbers stay weak."""
+  if isinstance(x, (int, float)):
+    return x
+  return jnp.asarray(x).astype(dtype)
+
+
+def _decayed_b1(b1, b1_decay, count):
+  """Returns b1_t = b1 * b1_decay**(t-1) for the step ``count`` (t >= 1)."""
+  if isinstance(b1_decay, (int, float)) and b1_decay == 1:
+    return b1
+  return b1 * jnp.power(b1_decay, jnp.asarray(count - 1, jnp.float32))
+
+
+def _first_moment(g, m, b1):
+  dt = jnp.promote_types(g.dtype, m.dtype)
+  b1 = _cast_hp(b1, dt)
+  return (1 - b1) * g.astype(dt) + b1 * m.astype(dt)
+
+
+def _abs_sq(g, dtype):
+  if jnp.iscomplexobj(g):
+    return optax.abs_sq(g).astype(dtype)
+  return g.astype(dtype) ** 2
+
+
+def _divide(num, den, guard_zero: bool):
+  """num / den, with 0/0 defined as 0 when ``guard_zero``."""
+  if not guard_zero:
+    return num / den
+  return jnp.where(den == 0, jnp.zeros_like(num), num / den)
+
+
+def _may_divide_by_zero(eps, eps_root) -> bool:
+  """False when a concrete eps or eps_root keeps every denominator positive."""
+  for x in (eps, eps_root):
+    arr = _validation.concrete_value(x)
+    if arr is not None and bool(np.all(arr > 0)):
+      return False
+  return True
+
+
+def _is_zero(x) -> bool:
+  return isinstance(x, (int, float)) and x == 0
+
+
+def _sqrt_plus(nu_max, eps_root):
+  if _is_zero(eps_root):
+    return jnp.sqrt(nu_max)
+  return jnp.sqrt(nu_max + _cast_hp(eps_root, nu_max.dtype))
+
+
+def _check_updates(updates, state):
+  _validation.check_same_structure(updates, state.mu, "state.mu")
+  _validation.check_float_tree(updates, "updates")
+
+
+# ---------------------------------------------------------------- AMSGrad
+
+
+def scale_by_amsgrad(
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    eps: jax.typing.ArrayLike = 1e-8,
+    eps_root: jax.typing.ArrayLike = 0.0,
+    *,
+    convention: str = "pytorch",
+    b1_decay: jax.typing.ArrayLike = 1.0,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
+) -> optax.GradientTransformation:
+  r"""Returns a transformation that rescales updates by AMSGrad.
+
+  With :math:`c_1 = 1 - \prod_{i \le t}\beta_{1,i}` and
+  :math:`c_2 = 1 - \beta_2^t`, every convention computes
+
+  .. math::
+
+    m_t = \beta_{1,t} m_{t-1} + (1-\beta_{1,t}) g_t, \quad
+    v_t = \beta_2 v_{t-1} + (1-\beta_2) |g_t|^2,
+
+  and then, by ``convention`` (the step ``u_t`` is later scaled by
+  ``-learning_rate``):
+
+  ============  =======================================  ============================================================
+  convention    running max                              step :math:`u_t`
+  ============  =======================================  ============================================================
+  ``pytorch``   :math:`\hat v_t = \max(\hat v_{t-1}, v_t)`        :math:`\frac{m_t/c_1}{\sqrt{\hat v_t}/\sqrt{c_2} + \epsilon}`
+  ``keras``     :math:`\hat v_t = \max(\hat v_{t-1}, v_t)`        :math:`\frac{\sqrt{c_2}}{c_1}\frac{m_t}{\sqrt{\hat v_t} + \epsilon}`
+  ``optax``     :math:`\hat v_t = \max(\hat v_{t-1}, v_t/c_2)`    :math:`\frac{m_t/c_1}{\sqrt{\hat v_t + \bar\epsilon} + \epsilon}`
+  ``paper``     :math:`\hat v_t = \max(\hat v_{t-1}, v_t)`        :math:`\frac{m_t}{\sqrt{\hat v_t + \bar\epsilon} + \epsilon}`
+  ============  =======================================  ============================================================
+
+  ``eps_root`` (:math:`\bar\epsilon`) is added to :math:`\hat v_t` inside the
+  square root under every convention. With ``eps = eps_root = 0`` a
+  coordinate whose gradients have all been zero gets a zero update, not NaN.
+
+  Dtypes: ``mu`` is kept in ``mu_dtype`` (default: the param's dtype); ``nu``
+  and ``nu_max`` in ``nu_dtype`` (default: the param's real dtype, except
+  float32 for float16 params, since :math:`g^2` overflows float16 above
+  :math:`|g| \approx 256`). Updates come back in the gradient's dtype.
+
+  Args:
+    b1: decay rate of the first moment, in [0, 1).
+    b2: decay rate of the second moment, in [0, 1).
+    eps: added to the denominator outside the square root, >= 0.
+    eps_root: added to the running max inside the square root, >= 0.
+    convention: one of :data:`amsgrad_optax.CONVENTIONS`: ``"pytorch"``
+      (default), ``"keras"``, ``"optax"`` or ``"paper"``.
+    b1_decay: the paper's :math:`\lambda`: the first-moment rate at step
+      :math:`t` is :math:`\beta_{1,t} = \beta_1\lambda^{t-1}`, in (0, 1];
+      ``1.0`` (default) keeps it constant.
+    mu_dtype: dtype of ``mu``; None for the param's dtype.
+    nu_dtype: dtype of ``nu`` and ``nu_max``; None for the rule above.
+
+  Returns:
+    An :class:`optax.GradientTransformation` whose state is a
+    :class:`ScaleByAmsgradState`.
+
+  Raises:
+    ValueError: for an unknown convention or a concrete hyperparameter out
+      of range; at update time, for updates whose tree differs from the
+      state's.
+    TypeError: for integer params or updates, or a non-float dtype.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import amsgrad_optax
+    >>> tx = amsgrad_optax.scale_by_amsgrad(convention="paper", eps=0.0)
+    >>> state = tx.init(jnp.zeros(2))
+    >>> u, state = tx.update(jnp.array([3.0, 0.0]), state)
+    >>> u  # m_1 / sqrt(v_1) = 0.1 g / sqrt(0.001) |g|, and 0 where g was 0
+    Array([3.1622777, 0.       ], dtype=float32)
+
+  References:
+    Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
+    <https://openreview.net/forum?id=ryQu7f-RZ>`_, ICLR 2018.
+  """
+  conv = _conventions.get_convention(convention)
+  _validation.check_range("b2", b2, low=0.0, high=1.0)
+  mu_dtype, nu_dtype = _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype)
+
+  guard_zero = _may_divide_by_zero(eps, eps_root)
+
+  def init_fn(params):
+    count, mu, (nu, nu_max) = _init_moments(params, mu_dtype, nu_dtype, 2)
+    return ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
+
+  def update_fn(updates, state, params=None):
+    del params
+    _check_updates(updates, state)
+    count = optax.safe_increment(state.count)
+    b1_t = _decayed_b1(b1, b1_decay, count)
+    bc1 = bc2 = None
+    if conv.correct_mu:
+      bc1 = _conventions.one_minus_power(b1, count, exact=conv.exact_powers, decay=b1_decay)
+    if conv.nu_correction != "none":
+      bc2 = _conventions.one_minus_power(b2, count, exact=conv.exact_powers)
+
+    def leaf(g, m, v, v_max):
+      m = _first_moment(g, m, b1_t)
+      b2_ = _cast_hp(b2, v.dtype)
+      v = (1 - b2_) * _abs_sq(g, v.dtype) + b2_ * v
+      if conv.nu_correction == "max":
+        v_max = jnp.maximum(v_max, v / bc2.astype(v.dtype))
+      else:
+        v_max = jnp.maximum(v_max, v)
+      m_hat = m
+      if conv.nu_correction == "step":
+        m_hat = m * (jnp.sqrt(bc2) / bc1).astype(_real_dtype(m.dtype))
+      elif bc1 is not None:
+        m_hat = m / bc1.astype(_real_dtype(m.dtype))
+      den = _sqrt_plus(v_max, eps_root)
+      if conv.nu_correction == "denominator":
+        den = den / jnp.sqrt(bc2).astype(den.dtype)
+      den = den + _cast_hp(eps, den.dtype)
+      dt = jnp.promote_types(m_hat.dtype, den.dtype)
+      u = _divide(m_hat.astype(dt), den.astype(dt), guard_zero)
+      return u.astype(g.dtype), m, v, v_max
+
+    out = jax.tree.map(leaf, updates, state.mu, state.nu, state.nu_max)
+    treedef = jax.tree.structure(updates)
+    u, mu, nu, nu_max = _unzip(out, treedef, 4)
+    mu = jax.tree.map(lambda m, old: m.astype(old.dtype), mu, state.mu)
+    return u, ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _unzip(tree_of_tuples, treedef, n):
+  leaves = treedef.flatten_up_to(tree_of_tuples)
+  return tuple(treedef.unflatten([lf[i] for lf in leaves]) for i in range(n))
+
+
+# ---------------------------------------------------------------- AdamNC
+
+
+def scale_by_adamnc(
+    b1: jax.typing.ArrayLike = 0.9,
+    eps: jax.typing.ArrayLike = 1e-8,
+    eps_root: jax.typing.ArrayLike = 0.0,
+    *,
+    b1_decay: jax.typing.ArrayLike = 1.0,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
+) -> optax.GradientTransformation:
+  r"""Returns a transformation that rescales updates by the paper's AdamNC.
+
+  AdamNC is Adam with the non-constant rate :math:`\beta_{2,t} = 1 - 1/t`,
+  so that :math:`v_t` is the plain average of the squared gradients, and no
+  bias correction:
+
+  .. math::
+
+    m_t = \beta_{1,t} m_{t-1} + (1-\beta_{1,t}) g_t, \quad
+    v_t = v_{t-1} + \frac{|g_t|^2 - v_{t-1}}{t}, \quad
+    u_t = \frac{m_t}{\sqrt{v_t + \bar\epsilon} + \epsilon}.
+
+  The average is kept in the running-mean form above, which stays exact
+  when :math:`1 - 1/t` rounds to 1 in float32 (beyond :math:`t = 2^{24}`).
+
+  Args:
+    b1: decay rate of the first moment, in [0, 1).
+    eps: added to the denominator outside the square root, >= 0.
+    eps_root: added to :math:`v_t` inside the square root, >= 0.
+    b1_decay: the paper's :math:`\lambda` in :math:`\beta_{1,t} =
+      \beta_1\lambda^{t-1}`, in (0, 1].
+    mu_dtype: dtype of ``mu``; None for the param's dtype.
+    nu_dtype: dtype of ``nu``; None for the param's real dtype (float32 for
+      float16 params).
+
+  Returns:
+    An :class:`optax.GradientTransformation` whose state is a
+    :class:`ScaleByAdamncState`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import amsgrad_optax
+    >>> tx = amsgrad_optax.scale_by_adamnc(b1=0.0, eps=0.0)
+    >>> state = tx.init(jnp.zeros(1))
+    >>> _, state = tx.update(jnp.array([3.0]), state)
+    >>> _, state = tx.update(jnp.array([1.0]), state)
+    >>> state.nu  # (9 + 1) / 2
+    Array([5.], dtype=float32)
+
+  References:
+    Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
+    <https://openreview.net/forum?id=ryQu7f-RZ>`_, ICLR 2018, Section 4.
+  """
+  mu_dtype, nu_dtype = _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype)
+
+  guard_zero = _may_divide_by_zero(eps, eps_root)
+
+  def init_fn(params):
+    count, mu, (nu,) = _init_moments(params, mu_dtype, nu_dtype, 1)
+    return ScaleByAdamncState(count=count, mu=mu, nu=nu)
+
+  def update_fn(updates, state, params=None):
+    del params
+    _check_updates(updates, state)
+    count = optax.safe_increment(state.count)
+    b1_t = _decayed_b1(b1, b1_decay, count)
+
+    def leaf(g, m, v):
+      m = _first_moment(g, m, b1_t)
+      # The running mean in at least float32: 1/t rounds badly in bf16.
+      wide = jnp.promote_types(v.dtype, jnp.float32)
+      v_w = v.astype(wide)
+      v = (v_w + (_abs_sq(g, wide) - v_w) / count.astype(wide)).astype(v.dtype)
+      den = _sqrt_plus(v, eps_root) + _cast_hp(eps, v.dtype)
+      dt = jnp.promote_types(m.dtype, den.dtype)
+      u = _divide(m.astype(dt), den.astype(dt), guard_zero)
+      return u.astype(g.dtype), m, v
+
+    out = jax.tree.map(leaf, updates, state.mu, state.nu)
+    u, mu, nu = _unzip(out, jax.tree.structure(updates), 3)
+    mu = jax.tree.map(lambda m, old: m.astype(old.dtype), mu, state.mu)
+    return u, ScaleByAdamncState(count=count, mu=mu, nu=nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)

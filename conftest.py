@@ -1,0 +1,12 @@
+"""Test configuration: strict numerics, and eight CPU devices for sharding tests."""
+
+import os
+
+# Must precede the first import of jax anywhere in the test session.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
