@@ -10,3 +10,22 @@ import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+    "markers",
+    "standard_promotion: run under jax_numpy_dtype_promotion='standard', for tests that "
+    "also execute third-party code (optax, Keras, Flax) that relies on implicit promotion",
+  )
+
+
+@pytest.fixture(autouse=True)
+def _dtype_promotion(request):
+  if request.node.get_closest_marker("standard_promotion"):
+    with jax.numpy_dtype_promotion("standard"):
+      yield
+  else:
+    yield

@@ -14,14 +14,14 @@ from amsgrad_optax._transform import scale_by_amsgrad as scale_by_amsgrad
 __version__ = "0.1.0"
 
 __all__ = (
-    "CONVENTIONS",
-    "Convention",
-    "ScaleByAdamncState",
-    "ScaleByAmsgradState",
-    "adamnc",
-    "amsgrad",
-    "get_convention",
-    "inverse_sqrt_schedule",
-    "scale_by_adamnc",
-    "scale_by_amsgrad",
+  "CONVENTIONS",
+  "Convention",
+  "ScaleByAdamncState",
+  "ScaleByAmsgradState",
+  "adamnc",
+  "amsgrad",
+  "get_convention",
+  "inverse_sqrt_schedule",
+  "scale_by_adamnc",
+  "scale_by_amsgrad",
 )

@@ -13,18 +13,16 @@ MaskOrFn = Any
 
 
 def _finish(
-    scaler: optax.GradientTransformation,
-    learning_rate: optax.ScalarOrSchedule,
-    weight_decay: jax.typing.ArrayLike,
-    decoupled_weight_decay: bool,
-    mask: MaskOrFn,
+  scaler: optax.GradientTransformation,
+  learning_rate: optax.ScalarOrSchedule,
+  weight_decay: jax.typing.ArrayLike,
+  decoupled_weight_decay: bool,
+  mask: MaskOrFn,
 ) -> optax.GradientTransformationExtraArgs:
   _validation.check_learning_rate(learning_rate)
   _validation.check_range("weight_decay", weight_decay, low=0.0)
   if not isinstance(decoupled_weight_decay, bool):
-    raise TypeError(
-        f"decoupled_weight_decay must be a bool, got {decoupled_weight_decay!r}"
-    )
+    raise TypeError(f"decoupled_weight_decay must be a bool, got {decoupled_weight_decay!r}")
   parts = [scaler]
   if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
     decay = _add_decayed_weights(weight_decay, mask)
@@ -35,7 +33,7 @@ def _finish(
 
 
 def _add_decayed_weights(
-    weight_decay: jax.typing.ArrayLike, mask: MaskOrFn
+  weight_decay: jax.typing.ArrayLike, mask: MaskOrFn
 ) -> optax.GradientTransformation:
   """``optax.add_decayed_weights`` that tolerates missing params when wd == 0.
 
@@ -51,11 +49,11 @@ def _add_decayed_weights(
         return updates, state
       shown = "traced" if wd is None else repr(weight_decay)
       raise ValueError(
-          f"params must be passed to update() when weight_decay is set (it is "
-          f"{shown}): the decay is weight_decay * params. Call "
-          "tx.update(grads, state, params). Under optax.inject_hyperparams "
-          "inside jit, weight_decay is traced: pass params, or list "
-          "'weight_decay' in static_args."
+        f"params must be passed to update() when weight_decay is set (it is "
+        f"{shown}): the decay is weight_decay * params. Call "
+        "tx.update(grads, state, params). Under optax.inject_hyperparams "
+        "inside jit, weight_decay is traced: pass params, or list "
+        "'weight_decay' in static_args."
       )
     return inner.update(updates, state, params)
 
@@ -63,19 +61,19 @@ def _add_decayed_weights(
 
 
 def amsgrad(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
-    eps_root: jax.typing.ArrayLike = 0.0,
-    *,
-    weight_decay: jax.typing.ArrayLike = 0.0,
-    decoupled_weight_decay: bool = True,
-    mask: MaskOrFn = None,
-    convention: str = "pytorch",
-    b1_decay: jax.typing.ArrayLike = 1.0,
-    mu_dtype: Any | None = None,
-    nu_dtype: Any | None = None,
+  learning_rate: optax.ScalarOrSchedule,
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.999,
+  eps: jax.typing.ArrayLike = 1e-8,
+  eps_root: jax.typing.ArrayLike = 0.0,
+  *,
+  weight_decay: jax.typing.ArrayLike = 0.0,
+  decoupled_weight_decay: bool = True,
+  mask: MaskOrFn = None,
+  convention: str = "pytorch",
+  b1_decay: jax.typing.ArrayLike = 1.0,
+  mu_dtype: Any | None = None,
+  nu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Returns the AMSGrad optimizer, in any framework's convention.
 
@@ -141,30 +139,30 @@ def amsgrad(
     <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
   """
   scaler = _transform.scale_by_amsgrad(
-      b1,
-      b2,
-      eps,
-      eps_root,
-      convention=convention,
-      b1_decay=b1_decay,
-      mu_dtype=mu_dtype,
-      nu_dtype=nu_dtype,
+    b1,
+    b2,
+    eps,
+    eps_root,
+    convention=convention,
+    b1_decay=b1_decay,
+    mu_dtype=mu_dtype,
+    nu_dtype=nu_dtype,
   )
   return _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask)
 
 
 def adamnc(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: jax.typing.ArrayLike = 0.9,
-    eps: jax.typing.ArrayLike = 1e-8,
-    eps_root: jax.typing.ArrayLike = 0.0,
-    *,
-    weight_decay: jax.typing.ArrayLike = 0.0,
-    decoupled_weight_decay: bool = True,
-    mask: MaskOrFn = None,
-    b1_decay: jax.typing.ArrayLike = 1.0,
-    mu_dtype: Any | None = None,
-    nu_dtype: Any | None = None,
+  learning_rate: optax.ScalarOrSchedule,
+  b1: jax.typing.ArrayLike = 0.9,
+  eps: jax.typing.ArrayLike = 1e-8,
+  eps_root: jax.typing.ArrayLike = 0.0,
+  *,
+  weight_decay: jax.typing.ArrayLike = 0.0,
+  decoupled_weight_decay: bool = True,
+  mask: MaskOrFn = None,
+  b1_decay: jax.typing.ArrayLike = 1.0,
+  mu_dtype: Any | None = None,
+  nu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Returns the paper's AdamNC optimizer: Adam with :math:`\beta_{2,t} = 1 - 1/t`.
 
@@ -203,6 +201,6 @@ def adamnc(
     <https://openreview.net/forum?id=ryQu7f-RZ>`_, ICLR 2018, Section 4.
   """
   scaler = _transform.scale_by_adamnc(
-      b1, eps, eps_root, b1_decay=b1_decay, mu_dtype=mu_dtype, nu_dtype=nu_dtype
+    b1, eps, eps_root, b1_decay=b1_decay, mu_dtype=mu_dtype, nu_dtype=nu_dtype
   )
   return _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask)

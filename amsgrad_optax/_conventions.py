@@ -54,42 +54,42 @@ class Convention:
 
 
 _TABLE = (
-    Convention(
-        name="pytorch",
-        correct_mu=True,
-        nu_correction="denominator",
-        exact_powers=True,
-        formula="lr/(1-b1^t) * mu / (sqrt(nu_max)/sqrt(1-b2^t) + eps), nu_max = max(nu_max, nu)",
-        matches="torch.optim.Adam(amsgrad=True), torch.optim.AdamW(amsgrad=True); "
-        "labml AMSGrad(optimized_update=False)",
-    ),
-    Convention(
-        name="keras",
-        correct_mu=True,
-        nu_correction="step",
-        exact_powers=False,
-        formula="lr*sqrt(1-b2^t)/(1-b1^t) * mu / (sqrt(nu_max) + eps), nu_max = max(nu_max, nu)",
-        matches="keras.optimizers.Adam(amsgrad=True) (Keras 3, TF); "
-        "labml AMSGrad(optimized_update=True)",
-    ),
-    Convention(
-        name="optax",
-        correct_mu=True,
-        nu_correction="max",
-        exact_powers=False,
-        formula="lr * (mu/(1-b1^t)) / (sqrt(nu_max + eps_root) + eps), "
-        "nu_max = max(nu_max, nu/(1-b2^t))",
-        matches="optax.amsgrad, optax.scale_by_amsgrad (default flags)",
-    ),
-    Convention(
-        name="paper",
-        correct_mu=False,
-        nu_correction="none",
-        exact_powers=True,
-        formula="lr * mu / (sqrt(nu_max + eps_root) + eps), nu_max = max(nu_max, nu)",
-        matches="Reddi, Kale & Kumar (2018), Algorithm 2 (with eps=0); "
-        "optax.scale_by_amsgrad(bias_correction_mu=False, bias_correction_nu=False)",
-    ),
+  Convention(
+    name="pytorch",
+    correct_mu=True,
+    nu_correction="denominator",
+    exact_powers=True,
+    formula="lr/(1-b1^t) * mu / (sqrt(nu_max)/sqrt(1-b2^t) + eps), nu_max = max(nu_max, nu)",
+    matches="torch.optim.Adam(amsgrad=True), torch.optim.AdamW(amsgrad=True); "
+    "labml AMSGrad(optimized_update=False)",
+  ),
+  Convention(
+    name="keras",
+    correct_mu=True,
+    nu_correction="step",
+    exact_powers=False,
+    formula="lr*sqrt(1-b2^t)/(1-b1^t) * mu / (sqrt(nu_max) + eps), nu_max = max(nu_max, nu)",
+    matches="keras.optimizers.Adam(amsgrad=True) (Keras 3, TF); "
+    "labml AMSGrad(optimized_update=True)",
+  ),
+  Convention(
+    name="optax",
+    correct_mu=True,
+    nu_correction="max",
+    exact_powers=False,
+    formula="lr * (mu/(1-b1^t)) / (sqrt(nu_max + eps_root) + eps), "
+    "nu_max = max(nu_max, nu/(1-b2^t))",
+    matches="optax.amsgrad, optax.scale_by_amsgrad (default flags)",
+  ),
+  Convention(
+    name="paper",
+    correct_mu=False,
+    nu_correction="none",
+    exact_powers=True,
+    formula="lr * mu / (sqrt(nu_max + eps_root) + eps), nu_max = max(nu_max, nu)",
+    matches="Reddi, Kale & Kumar (2018), Algorithm 2 (with eps=0); "
+    "optax.scale_by_amsgrad(bias_correction_mu=False, bias_correction_nu=False)",
+  ),
 )
 
 _BY_NAME = {c.name: c for c in _TABLE}
@@ -120,9 +120,7 @@ def get_convention(name: str) -> Convention:
   try:
     return _BY_NAME[name]
   except (KeyError, TypeError):
-    raise ValueError(
-        f"convention must be one of {CONVENTIONS}, got {name!r}"
-    ) from None
+    raise ValueError(f"convention must be one of {CONVENTIONS}, got {name!r}") from None
 
 
 def _is_concrete_one(x) -> bool:
@@ -130,11 +128,11 @@ def _is_concrete_one(x) -> bool:
 
 
 def one_minus_power(
-    b: jax.typing.ArrayLike,
-    t: jax.Array,
-    *,
-    exact: bool,
-    decay: jax.typing.ArrayLike = 1.0,
+  b: jax.typing.ArrayLike,
+  t: jax.Array,
+  *,
+  exact: bool,
+  decay: jax.typing.ArrayLike = 1.0,
 ) -> jax.Array:
   """Returns ``1 - prod_{i=1..t} b * decay**(i-1)``, the bias correction.
 
@@ -152,8 +150,9 @@ def one_minus_power(
     A float32 scalar in (0, 1].
   """
   if not exact and _is_concrete_one(decay):
-    # Bit-for-bit the expression optax evaluates.
-    return 1 - b**t
+    # Bit-for-bit what optax's `1 - b**count` lowers to, without relying on
+    # implicit int->float promotion.
+    return 1 - jax.lax.pow(jnp.asarray(b, jnp.float32), t)
   tf = jnp.asarray(t, jnp.float32)
   log_b = _log(b)
   exponent = tf * log_b

@@ -74,8 +74,7 @@ def _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype):
       raise TypeError(f"{name} must be a floating-point dtype, got {dt}")
   if nu_dtype is not None and jnp.issubdtype(nu_dtype, jnp.complexfloating):
     raise TypeError(
-        f"nu_dtype must be a real floating-point dtype (the second moment "
-        f"is |g|^2), got {nu_dtype}"
+      f"nu_dtype must be a real floating-point dtype (the second moment is |g|^2), got {nu_dtype}"
     )
   return mu_dtype, nu_dtype
 
@@ -84,11 +83,11 @@ def _init_moments(params, mu_dtype, nu_dtype, n_nu: int):
   _validation.check_float_tree(params, "params")
   mu = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype or p.dtype), params)
   nus = tuple(
-      jax.tree.map(
-          lambda p: jnp.zeros_like(p, dtype=_default_nu_dtype(p.dtype, nu_dtype)),
-          params,
-      )
-      for _ in range(n_nu)
+    jax.tree.map(
+      lambda p: jnp.zeros_like(p, dtype=_default_nu_dtype(p.dtype, nu_dtype)),
+      params,
+    )
+    for _ in range(n_nu)
   )
   return jnp.zeros([], jnp.int32), mu, nus
 
@@ -108,9 +107,13 @@ def _decayed_b1(b1, b1_decay, count):
 
 
 def _first_moment(g, m, b1):
+  # Each product in its operand's own dtype, then the sum in the wider one: for Python-float
+  # rates this is exactly optax's weakly typed `(1 - b1) * g + b1 * m`, also when mu_dtype
+  # is narrower than the gradient.
   dt = jnp.promote_types(g.dtype, m.dtype)
-  b1 = _cast_hp(b1, dt)
-  return (1 - b1) * g.astype(dt) + b1 * m.astype(dt)
+  new = _cast_hp(1 - b1, g.dtype) * g
+  old = _cast_hp(b1, m.dtype) * m
+  return new.astype(dt) + old.astype(dt)
 
 
 def _abs_sq(g, dtype):
@@ -154,15 +157,15 @@ def _check_updates(updates, state):
 
 
 def scale_by_amsgrad(
-    b1: jax.typing.ArrayLike = 0.9,
-    b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
-    eps_root: jax.typing.ArrayLike = 0.0,
-    *,
-    convention: str = "pytorch",
-    b1_decay: jax.typing.ArrayLike = 1.0,
-    mu_dtype: Any | None = None,
-    nu_dtype: Any | None = None,
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.999,
+  eps: jax.typing.ArrayLike = 1e-8,
+  eps_root: jax.typing.ArrayLike = 0.0,
+  *,
+  convention: str = "pytorch",
+  b1_decay: jax.typing.ArrayLike = 1.0,
+  mu_dtype: Any | None = None,
+  nu_dtype: Any | None = None,
 ) -> optax.GradientTransformation:
   r"""Returns a transformation that rescales updates by AMSGrad.
 
@@ -291,13 +294,13 @@ def _unzip(tree_of_tuples, treedef, n):
 
 
 def scale_by_adamnc(
-    b1: jax.typing.ArrayLike = 0.9,
-    eps: jax.typing.ArrayLike = 1e-8,
-    eps_root: jax.typing.ArrayLike = 0.0,
-    *,
-    b1_decay: jax.typing.ArrayLike = 1.0,
-    mu_dtype: Any | None = None,
-    nu_dtype: Any | None = None,
+  b1: jax.typing.ArrayLike = 0.9,
+  eps: jax.typing.ArrayLike = 1e-8,
+  eps_root: jax.typing.ArrayLike = 0.0,
+  *,
+  b1_decay: jax.typing.ArrayLike = 1.0,
+  mu_dtype: Any | None = None,
+  nu_dtype: Any | None = None,
 ) -> optax.GradientTransformation:
   r"""Returns a transformation that rescales updates by the paper's AdamNC.
 

@@ -25,12 +25,12 @@ def concrete_value(x: Any) -> np.ndarray | None:
 
 
 def check_range(
-    name: str,
-    value: Any,
-    *,
-    low: float,
-    high: float = np.inf,
-    high_inclusive: bool = False,
+  name: str,
+  value: Any,
+  *,
+  low: float,
+  high: float = np.inf,
+  high_inclusive: bool = False,
 ) -> None:
   """Raises ValueError unless every concrete entry of ``value`` is in range."""
   arr = concrete_value(value)
@@ -54,8 +54,8 @@ def check_learning_rate(learning_rate: Any) -> None:
     return
   if isinstance(learning_rate, (str, bytes)) or learning_rate is None:
     raise TypeError(
-        "learning_rate must be a float, a JAX array or an optax schedule "
-        f"(a callable of the step count), got {learning_rate!r}"
+      "learning_rate must be a float, a JAX array or an optax schedule "
+      f"(a callable of the step count), got {learning_rate!r}"
     )
   check_range("learning_rate", learning_rate, low=0.0)
 
@@ -69,11 +69,11 @@ def check_float_tree(tree: Any, what: str) -> None:
       dtype = jnp.result_type(leaf)
     if not jnp.issubdtype(dtype, jnp.inexact):
       raise TypeError(
-          f"{what} must be floating point; the leaf at "
-          f"{jax.tree_util.keystr(path) or '<root>'} has dtype {dtype}. "
-          "AMSGrad cannot update integer or boolean arrays: cast them to a "
-          "float dtype, or exclude them with optax.masked or "
-          "optax.multi_transform."
+        f"{what} must be floating point; the leaf at "
+        f"{jax.tree_util.keystr(path) or '<root>'} has dtype {dtype}. "
+        "AMSGrad cannot update integer or boolean arrays: cast them to a "
+        "float dtype, or exclude them with optax.masked or "
+        "optax.multi_transform."
       )
 
 
@@ -83,15 +83,15 @@ def check_same_structure(updates: Any, reference: Any, state_name: str) -> None:
   r_def = jax.tree.structure(reference)
   if u_def != r_def:
     raise ValueError(
-        "updates must have the tree structure of the params the state was "
-        f"initialised with.\n  updates: {u_def}\n  {state_name}: {r_def}\n"
-        "Did you pass params where updates belong, or reuse an optimizer "
-        "state across models?"
+      "updates must have the tree structure of the params the state was "
+      f"initialised with.\n  updates: {u_def}\n  {state_name}: {r_def}\n"
+      "Did you pass params where updates belong, or reuse an optimizer "
+      "state across models?"
     )
   for u, r in zip(jax.tree.leaves(updates), jax.tree.leaves(reference)):
     if jnp.shape(u) != jnp.shape(r):
       raise ValueError(
-          f"updates must have the shapes of the params the state was "
-          f"initialised with: got a leaf of shape {jnp.shape(u)} where "
-          f"{state_name} has {jnp.shape(r)}."
+        f"updates must have the shapes of the params the state was "
+        f"initialised with: got a leaf of shape {jnp.shape(u)} where "
+        f"{state_name} has {jnp.shape(r)}."
       )
