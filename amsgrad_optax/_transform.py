@@ -92,6 +92,16 @@ def _init_moments(params, mu_dtype, nu_dtype, n_nu: int):
   return jnp.zeros([], jnp.int32), mu, nus
 
 
+def _wider(a, b) -> jnp.dtype:
+  """The dtype both ``a`` and ``b`` cast to exactly: JAX's standard promotion, used
+  explicitly so the arithmetic is the same under ``jax_numpy_dtype_promotion="strict"``."""
+  a, b = jnp.dtype(a), jnp.dtype(b)
+  if a == b:
+    return a
+  with jax.numpy_dtype_promotion("standard"):
+    return jnp.promote_types(a, b)
+
+
 def _cast_hp(x, dtype):
   """Casts an array hyperparameter to ``dtype``; Python numbers stay weak."""
   if isinstance(x, (int, float)):
@@ -110,7 +120,7 @@ def _first_moment(g, m, b1):
   # Each product in its operand's own dtype, then the sum in the wider one: for Python-float
   # rates this is exactly optax's weakly typed `(1 - b1) * g + b1 * m`, also when mu_dtype
   # is narrower than the gradient.
-  dt = jnp.promote_types(g.dtype, m.dtype)
+  dt = _wider(g.dtype, m.dtype)
   new = _cast_hp(1 - b1, g.dtype) * g
   old = _cast_hp(b1, m.dtype) * m
   return new.astype(dt) + old.astype(dt)
@@ -272,7 +282,7 @@ def scale_by_amsgrad(
       if conv.nu_correction == "denominator":
         den = den / jnp.sqrt(bc2).astype(den.dtype)
       den = den + _cast_hp(eps, den.dtype)
-      dt = jnp.promote_types(m_hat.dtype, den.dtype)
+      dt = _wider(m_hat.dtype, den.dtype)
       u = _divide(m_hat.astype(dt), den.astype(dt), guard_zero)
       return u.astype(g.dtype), m, v, v_max
 
@@ -362,11 +372,11 @@ def scale_by_adamnc(
     def leaf(g, m, v):
       m = _first_moment(g, m, b1_t)
       # The running mean in at least float32: 1/t rounds badly in bf16.
-      wide = jnp.promote_types(v.dtype, jnp.float32)
+      wide = _wider(v.dtype, jnp.float32)
       v_w = v.astype(wide)
       v = (v_w + (_abs_sq(g, wide) - v_w) / count.astype(wide)).astype(v.dtype)
       den = _sqrt_plus(v, eps_root) + _cast_hp(eps, v.dtype)
-      dt = jnp.promote_types(m.dtype, den.dtype)
+      dt = _wider(m.dtype, den.dtype)
       u = _divide(m.astype(dt), den.astype(dt), guard_zero)
       return u.astype(g.dtype), m, v
 
