@@ -190,14 +190,14 @@ def scale_by_amsgrad(
   and then, by ``convention`` (the step ``u_t`` is later scaled by
   ``-learning_rate``):
 
-  ============  =======================================  ============================================================
-  convention    running max                              step :math:`u_t`
-  ============  =======================================  ============================================================
-  ``pytorch``   :math:`\hat v_t = \max(\hat v_{t-1}, v_t)`        :math:`\frac{m_t/c_1}{\sqrt{\hat v_t}/\sqrt{c_2} + \epsilon}`
-  ``keras``     :math:`\hat v_t = \max(\hat v_{t-1}, v_t)`        :math:`\frac{\sqrt{c_2}}{c_1}\frac{m_t}{\sqrt{\hat v_t} + \epsilon}`
-  ``optax``     :math:`\hat v_t = \max(\hat v_{t-1}, v_t/c_2)`    :math:`\frac{m_t/c_1}{\sqrt{\hat v_t + \bar\epsilon} + \epsilon}`
-  ``paper``     :math:`\hat v_t = \max(\hat v_{t-1}, v_t)`        :math:`\frac{m_t}{\sqrt{\hat v_t + \bar\epsilon} + \epsilon}`
-  ============  =======================================  ============================================================
+  - ``"pytorch"``: :math:`\hat v_t = \max(\hat v_{t-1}, v_t)`,
+    :math:`u_t = \frac{m_t/c_1}{\sqrt{\hat v_t}/\sqrt{c_2} + \epsilon}`.
+  - ``"keras"``: :math:`\hat v_t = \max(\hat v_{t-1}, v_t)`,
+    :math:`u_t = \frac{\sqrt{c_2}}{c_1}\,\frac{m_t}{\sqrt{\hat v_t} + \epsilon}`.
+  - ``"optax"``: :math:`\hat v_t = \max(\hat v_{t-1}, v_t/c_2)`,
+    :math:`u_t = \frac{m_t/c_1}{\sqrt{\hat v_t + \bar\epsilon} + \epsilon}`.
+  - ``"paper"``: :math:`\hat v_t = \max(\hat v_{t-1}, v_t)`,
+    :math:`u_t = \frac{m_t}{\sqrt{\hat v_t + \bar\epsilon} + \epsilon}`.
 
   ``eps_root`` (:math:`\bar\epsilon`) is added to :math:`\hat v_t` inside the
   square root under every convention. With ``eps = eps_root = 0`` a
