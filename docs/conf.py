@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import shutil
@@ -46,6 +47,9 @@ nb_execution_show_tb = True
 html_theme = "furo"
 html_title = f"amsgrad-optax {release}"
 html_static_path: list[str] = []
+# MathJax is served with the pages (from the sphinx-mathjax-offline package), not from a CDN:
+# the site renders its formulas offline.
+mathjax_path = "mathjax/tex-chtml.js"
 
 GENERATED = ROOT / "docs" / "_generated"
 
@@ -75,6 +79,17 @@ def _cli_outputs(_app) -> None:
     (GENERATED / name).write_text(out.stdout)
 
 
+def _copy_mathjax(app, exc) -> None:
+  if exc is not None:
+    return
+  package = importlib.util.find_spec("sphinx-mathjax-offline")
+  if package is None or not package.submodule_search_locations:
+    raise RuntimeError("pip install sphinx-mathjax-offline (the docs extra) to render formulas")
+  src = pathlib.Path(package.submodule_search_locations[0]) / "static" / "mathjax"
+  shutil.copytree(src, pathlib.Path(app.outdir) / "_static" / "mathjax", dirs_exist_ok=True)
+
+
 def setup(app):
+  app.connect("build-finished", _copy_mathjax)
   app.connect("builder-inited", _copy_notebooks)
   app.connect("builder-inited", _cli_outputs)
