@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -51,6 +52,18 @@ class ScaleByAdamncState(NamedTuple):
 
 def _real_dtype(dtype) -> jnp.dtype:
   return jnp.finfo(dtype).dtype
+
+
+def _promote(a, b) -> jnp.dtype:
+  """Returns the dtype that holds both ``a`` and ``b`` (float16, float32 -> float32).
+
+  Mixing dtypes is deliberate here (float16 params with a float32 second
+  moment), so it must not depend on the session's
+  ``jax_numpy_dtype_promotion``: under "strict", ``jnp.promote_types`` itself
+  refuses float16 with float32.
+  """
+  with jax.numpy_dtype_promotion("standard"):
+    return jnp.promote_types(a, b)
 
 
 def _default_nu_dtype(param_dtype, nu_dtype):
@@ -104,18 +117,21 @@ def _decayed_b1(b1, b1_decay, count):
   """Returns b1_t = b1 * b1_decay**(t-1) for the step ``count`` (t >= 1)."""
   if isinstance(b1_decay, (int, float)) and b1_decay == 1:
     return b1
-  return b1 * jnp.power(b1_decay, jnp.asarray(count - 1, jnp.float32))
+  decay = _conventions.as_float(b1_decay)
+  return b1 * jnp.power(decay, jnp.asarray(count - 1).astype(decay.dtype))
 
 
 def _first_moment(g, m, b1):
-  dt = jnp.promote_types(g.dtype, m.dtype)
+  dt = _promote(g.dtype, m.dtype)
   b1 = _cast_hp(b1, dt)
   return (1 - b1) * g.astype(dt) + b1 * m.astype(dt)
 
 
 def _abs_sq(g, dtype):
   if jnp.iscomplexobj(g):
-    return optax.abs_sq(g).astype(dtype)
+    # |g|^2 = re^2 + im^2, real-valued, formed in the wide dtype as for real g.
+    re, im = jnp.real(g).astype(dtype), jnp.imag(g).astype(dtype)
+    return re * re + im * im
   return g.astype(dtype) ** 2
 
 
@@ -124,6 +140,18 @@ def _divide(num, den, guard_zero: bool):
   if not guard_zero:
     return num / den
   return jnp.where(den == 0, jnp.zeros_like(num), num / den)
+
+
+def _by_real(op, x, s):
+  """Returns ``op(x, s)`` for a real ``s``; componentwise when ``x`` is complex.
+
+  Complex moments are scaled by real factors without a complex division, and
+  without mixing complex with real dtypes (which strict promotion refuses).
+  """
+  if jnp.iscomplexobj(x):
+    s = s.astype(_real_dtype(x.dtype))
+    return jax.lax.complex(op(jnp.real(x), s), op(jnp.imag(x), s))
+  return op(x, s.astype(x.dtype))
 
 
 def _may_divide_by_zero(eps, eps_root) -> bool:
@@ -235,7 +263,7 @@ def scale_by_amsgrad(
   _validation.check_range("b2", b2, low=0.0, high=1.0)
   mu_dtype, nu_dtype = _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype)
 
-  guard_zero = _may_divide_by_zero(eps, eps_root)
+  divide = functools.partial(_divide, guard_zero=_may_divide_by_zero(eps, eps_root))
 
   def init_fn(params):
     count, mu, (nu, nu_max) = _init_moments(params, mu_dtype, nu_dtype, 2)
@@ -262,15 +290,15 @@ def scale_by_amsgrad(
         v_max = jnp.maximum(v_max, v)
       m_hat = m
       if conv.nu_correction == "step":
-        m_hat = m * (jnp.sqrt(bc2) / bc1).astype(_real_dtype(m.dtype))
+        m_hat = _by_real(jnp.multiply, m, jnp.sqrt(bc2) / bc1)
       elif bc1 is not None:
-        m_hat = m / bc1.astype(_real_dtype(m.dtype))
+        m_hat = _by_real(jnp.divide, m, bc1)
       den = _sqrt_plus(v_max, eps_root)
       if conv.nu_correction == "denominator":
         den = den / jnp.sqrt(bc2).astype(den.dtype)
       den = den + _cast_hp(eps, den.dtype)
-      dt = jnp.promote_types(m_hat.dtype, den.dtype)
-      u = _divide(m_hat.astype(dt), den.astype(dt), guard_zero)
+      dt = _promote(m_hat.dtype, den.dtype)
+      u = _by_real(divide, m_hat.astype(dt), den)
       return u.astype(g.dtype), m, v, v_max
 
     out = jax.tree.map(leaf, updates, state.mu, state.nu, state.nu_max)
@@ -344,7 +372,7 @@ def scale_by_adamnc(
   """
   mu_dtype, nu_dtype = _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype)
 
-  guard_zero = _may_divide_by_zero(eps, eps_root)
+  divide = functools.partial(_divide, guard_zero=_may_divide_by_zero(eps, eps_root))
 
   def init_fn(params):
     count, mu, (nu,) = _init_moments(params, mu_dtype, nu_dtype, 1)
@@ -359,12 +387,12 @@ def scale_by_adamnc(
     def leaf(g, m, v):
       m = _first_moment(g, m, b1_t)
       # The running mean in at least float32: 1/t rounds badly in bf16.
-      wide = jnp.promote_types(v.dtype, jnp.float32)
+      wide = _promote(v.dtype, jnp.float32)
       v_w = v.astype(wide)
       v = (v_w + (_abs_sq(g, wide) - v_w) / count.astype(wide)).astype(v.dtype)
       den = _sqrt_plus(v, eps_root) + _cast_hp(eps, v.dtype)
-      dt = jnp.promote_types(m.dtype, den.dtype)
-      u = _divide(m.astype(dt), den.astype(dt), guard_zero)
+      dt = _promote(m.dtype, den.dtype)
+      u = _by_real(divide, m.astype(dt), den)
       return u.astype(g.dtype), m, v
 
     out = jax.tree.map(leaf, updates, state.mu, state.nu)

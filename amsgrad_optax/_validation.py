@@ -88,7 +88,7 @@ def check_same_structure(updates: Any, reference: Any, state_name: str) -> None:
         "Did you pass params where updates belong, or reuse an optimizer "
         "state across models?"
     )
-  for u, r in zip(jax.tree.leaves(updates), jax.tree.leaves(reference)):
+  for u, r in zip(jax.tree.leaves(updates), jax.tree.leaves(reference), strict=True):
     if jnp.shape(u) != jnp.shape(r):
       raise ValueError(
           f"updates must have the shapes of the params the state was "
