@@ -20,6 +20,8 @@ def _finish(
     mask: MaskOrFn,
 ) -> optax.GradientTransformationExtraArgs:
   _validation.check_learning_rate(learning_rate)
+  if callable(learning_rate):
+    learning_rate = _validation.checked_schedule(learning_rate)
   _validation.check_range("weight_decay", weight_decay, low=0.0)
   if not isinstance(decoupled_weight_decay, bool):
     raise TypeError(
@@ -31,7 +33,9 @@ def _finish(
     # Coupled: g + wd*p enters the moments (torch.optim.Adam(weight_decay=..)).
     # Decoupled: lr*wd*p is subtracted beside the step (torch.optim.AdamW).
     parts = [scaler, decay] if decoupled_weight_decay else [decay, scaler]
-  return optax.chain(*parts, optax.scale_by_learning_rate(learning_rate))
+  parts.append(optax.scale_by_learning_rate(learning_rate))
+  tx = _validation.with_chain_state_check(optax.chain(*parts), len(parts))
+  return tx
 
 
 def _add_decayed_weights(
@@ -43,6 +47,10 @@ def _add_decayed_weights(
   array, which would otherwise make ``params`` mandatory for every update.
   """
   inner = optax.add_decayed_weights(weight_decay, mask)
+
+  def init_fn(params):
+    _validation.check_mask(mask, params)
+    return inner.init(params)
 
   def update_fn(updates, state, params=None):
     if params is None:
@@ -57,9 +65,10 @@ def _add_decayed_weights(
           "inside jit, weight_decay is traced: pass params, or list "
           "'weight_decay' in static_args."
       )
+    _validation.check_mask(mask, params)
     return inner.update(updates, state, params)
 
-  return optax.GradientTransformation(inner.init, update_fn)
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def amsgrad(

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from optax._src import utils as optax_utils
 
 from amsgrad_optax import _conventions, _validation
 
@@ -80,8 +79,8 @@ def _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype):
   _validation.check_range("eps", eps, low=0.0)
   _validation.check_range("eps_root", eps_root, low=0.0)
   _validation.check_range("b1_decay", b1_decay, low=0.0, high=1.0, high_inclusive=True)
-  mu_dtype = optax_utils.canonicalize_dtype(mu_dtype)
-  nu_dtype = optax_utils.canonicalize_dtype(nu_dtype)
+  mu_dtype = _validation.canonical_dtype("mu_dtype", mu_dtype)
+  nu_dtype = _validation.canonical_dtype("nu_dtype", nu_dtype)
   for name, dt in (("mu_dtype", mu_dtype), ("nu_dtype", nu_dtype)):
     if dt is not None and not jnp.issubdtype(dt, jnp.inexact):
       raise TypeError(f"{name} must be a floating-point dtype, got {dt}")
@@ -173,7 +172,8 @@ def _sqrt_plus(nu_max, eps_root):
   return jnp.sqrt(nu_max + _cast_hp(eps_root, nu_max.dtype))
 
 
-def _check_updates(updates, state):
+def _check_updates(updates, state, state_type):
+  _validation.check_state(state, state_type._fields, state_type.__name__)
   _validation.check_same_structure(updates, state.mu, "state.mu")
   _validation.check_float_tree(updates, "updates")
 
@@ -271,7 +271,7 @@ def scale_by_amsgrad(
 
   def update_fn(updates, state, params=None):
     del params
-    _check_updates(updates, state)
+    _check_updates(updates, state, ScaleByAmsgradState)
     count = optax.safe_increment(state.count)
     b1_t = _decayed_b1(b1, b1_decay, count)
     bc1 = bc2 = None
@@ -380,7 +380,7 @@ def scale_by_adamnc(
 
   def update_fn(updates, state, params=None):
     del params
-    _check_updates(updates, state)
+    _check_updates(updates, state, ScaleByAdamncState)
     count = optax.safe_increment(state.count)
     b1_t = _decayed_b1(b1, b1_decay, count)
 
