@@ -92,12 +92,17 @@ def _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype):
   return mu_dtype, nu_dtype
 
 
+def _dtype(x) -> jnp.dtype:
+  """The dtype of an array, or of a Python scalar leaf as JAX would store it."""
+  return x.dtype if hasattr(x, "dtype") else jnp.result_type(x)
+
+
 def _init_moments(params, mu_dtype, nu_dtype, n_nu: int):
   _validation.check_float_tree(params, "params")
-  mu = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype or p.dtype), params)
+  mu = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), mu_dtype or _dtype(p)), params)
   nus = tuple(
       jax.tree.map(
-          lambda p: jnp.zeros_like(p, dtype=_default_nu_dtype(p.dtype, nu_dtype)),
+          lambda p: jnp.zeros(jnp.shape(p), _default_nu_dtype(_dtype(p), nu_dtype)),
           params,
       )
       for _ in range(n_nu)
@@ -281,6 +286,7 @@ def scale_by_amsgrad(
       bc2 = _conventions.one_minus_power(b2, count, exact=conv.exact_powers)
 
     def leaf(g, m, v, v_max):
+      g = jnp.asarray(g)
       m = _first_moment(g, m, b1_t)
       b2_ = _cast_hp(b2, v.dtype)
       v = (1 - b2_) * _abs_sq(g, v.dtype) + b2_ * v
@@ -385,6 +391,7 @@ def scale_by_adamnc(
     b1_t = _decayed_b1(b1, b1_decay, count)
 
     def leaf(g, m, v):
+      g = jnp.asarray(g)
       m = _first_moment(g, m, b1_t)
       # The running mean in at least float32: 1/t rounds badly in bf16.
       wide = _promote(v.dtype, jnp.float32)
