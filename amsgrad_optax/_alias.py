@@ -56,6 +56,8 @@ def _add_decayed_weights(
     return inner.init(params)
 
   def update_fn(updates, state, params=None):
+    if params is None and not jax.tree.leaves(updates):
+      return updates, state  # nothing to decay: an empty tree (or None) of params
     if params is None:
       wd = _validation.concrete_value(weight_decay)
       if wd is not None and not wd.any():
