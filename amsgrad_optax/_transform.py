@@ -125,8 +125,22 @@ def _decayed_b1(b1, b1_decay, count):
   return b1 * jnp.power(decay, jnp.asarray(count - 1).astype(decay.dtype))
 
 
+def _wide(*dtypes) -> jnp.dtype:
+  """The dtype the arithmetic runs in: the widest of ``dtypes``, at least float32.
+
+  Low-precision state is stored in its own dtype but updated in float32, with
+  one rounding per step, as PyTorch does for half and bfloat16 tensors. A
+  chain of bfloat16 operations would round after each one, and XLA rounds
+  differently when it fuses them, so jitted and eager results would differ.
+  """
+  out = jnp.dtype(jnp.float32)
+  for dt in dtypes:
+    out = _promote(out, dt)
+  return out
+
+
 def _first_moment(g, m, b1):
-  dt = _promote(g.dtype, m.dtype)
+  dt = _wide(g.dtype, m.dtype)
   b1 = _cast_hp(b1, dt)
   return (1 - b1) * g.astype(dt) + b1 * m.astype(dt)
 
@@ -288,12 +302,13 @@ def scale_by_amsgrad(
     def leaf(g, m, v, v_max):
       g = jnp.asarray(g)
       m = _first_moment(g, m, b1_t)
-      b2_ = _cast_hp(b2, v.dtype)
-      v = (1 - b2_) * _abs_sq(g, v.dtype) + b2_ * v
+      v_dtype, wide = v.dtype, _wide(v.dtype)
+      b2_ = _cast_hp(b2, wide)
+      v = (1 - b2_) * _abs_sq(g, wide) + b2_ * v.astype(wide)
       if conv.nu_correction == "max":
-        v_max = jnp.maximum(v_max, v / bc2.astype(v.dtype))
+        v_max = jnp.maximum(v_max.astype(wide), v / bc2.astype(wide))
       else:
-        v_max = jnp.maximum(v_max, v)
+        v_max = jnp.maximum(v_max.astype(wide), v)
       m_hat = m
       if conv.nu_correction == "step":
         m_hat = _by_real(jnp.multiply, m, jnp.sqrt(bc2) / bc1)
@@ -305,7 +320,7 @@ def scale_by_amsgrad(
       den = den + _cast_hp(eps, den.dtype)
       dt = _promote(m_hat.dtype, den.dtype)
       u = _by_real(divide, m_hat.astype(dt), den)
-      return u.astype(g.dtype), m, v, v_max
+      return u.astype(g.dtype), m, v.astype(v_dtype), v_max.astype(v_dtype)
 
     out = jax.tree.map(leaf, updates, state.mu, state.nu, state.nu_max)
     treedef = jax.tree.structure(updates)
@@ -394,13 +409,13 @@ def scale_by_adamnc(
       g = jnp.asarray(g)
       m = _first_moment(g, m, b1_t)
       # The running mean in at least float32: 1/t rounds badly in bf16.
-      wide = _promote(v.dtype, jnp.float32)
+      v_dtype, wide = v.dtype, _wide(v.dtype)
       v_w = v.astype(wide)
-      v = (v_w + (_abs_sq(g, wide) - v_w) / count.astype(wide)).astype(v.dtype)
+      v = v_w + (_abs_sq(g, wide) - v_w) / count.astype(wide)
       den = _sqrt_plus(v, eps_root) + _cast_hp(eps, v.dtype)
       dt = _promote(m.dtype, den.dtype)
       u = _by_real(divide, m.astype(dt), den)
-      return u.astype(g.dtype), m, v
+      return u.astype(g.dtype), m, v.astype(v_dtype)
 
     out = jax.tree.map(leaf, updates, state.mu, state.nu)
     u, mu, nu = _unzip(out, jax.tree.structure(updates), 3)
