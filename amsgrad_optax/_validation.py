@@ -56,9 +56,10 @@ def check_scalar(name: str, value: Any) -> None:
   if value is None or isinstance(value, (str, bytes)):
     raise TypeError(f"{name} must be a real number or a scalar array, got {value!r}")
   if callable(value):
+    what = getattr(value, "__qualname__", type(value).__name__)
     raise TypeError(
         f"{name} must be a real number or a scalar array, got the callable "
-        f"{value!r}. To schedule {name}, wrap the optimizer in "
+        f"{what}. To schedule {name}, wrap the optimizer in "
         "optax.inject_hyperparams and pass the schedule there."
     )
   ndim = getattr(value, "ndim", None)
