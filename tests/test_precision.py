@@ -115,6 +115,27 @@ def test_float16_large_gradients_stay_finite_where_optax_amsgrad_stops(conventio
     np.testing.assert_array_equal(np.asarray(u[:3], np.float32), 0.0)
 
 
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_float16_tiny_and_zero_gradients_stay_finite_where_optax_amsgrad_divides_by_zero(
+  convention,
+):
+  # g**2 underflows float16 below |g| ~ 2.4e-4, and eps = 1e-8 is 0 there:
+  # optax.amsgrad then returns m / 0 = inf, and 0 / 0 = NaN for g = 0.
+  params = jnp.zeros(3, jnp.float16)
+  grads_np = [np.array([1e-4, 0.0, 1.0], np.float16), np.array([-1e-4, 0.0, 0.5], np.float16)]
+  grads = [jnp.asarray(g) for g in grads_np]
+  ours, _ = _run(amsgrad_optax.amsgrad(1e-3, convention=convention), params, grads)
+  want = np_amsgrad(convention, params, grads_np, lr=1e-3)
+  for u, u_ref in zip(ours, want, strict=True):
+    assert np.isfinite(np.asarray(u, np.float32)).all()
+    # mu is stored in float16, where 0.9e-5 - 1e-5 is subnormal (spacing
+    # 2**-24): the error is a float16 epsilon of the step's scale, lr.
+    np.testing.assert_allclose(np.asarray(u, np.float64), u_ref, rtol=4e-3, atol=2 * 2**-10 * 1e-3)
+  with jax.numpy_dtype_promotion("standard"):
+    theirs, _ = _run(optax.amsgrad(1e-3), params, grads)
+  assert np.isinf(theirs[0][0]) and np.isnan(theirs[0][1])
+
+
 def test_float16_nu_dtype_asked_for_explicitly_overflows():
   # The float32 default is what saves the run: asking for float16 loses it
   # once nu itself passes 65504 (here at once for |g| = 1e4: nu = 1e5).
