@@ -240,7 +240,9 @@ def scale_by_amsgrad(
   Dtypes: ``mu`` is kept in ``mu_dtype`` (default: the param's dtype); ``nu``
   and ``nu_max`` in ``nu_dtype`` (default: the param's real dtype, except
   float32 for float16 params, since :math:`g^2` overflows float16 above
-  :math:`|g| \approx 256`). Updates come back in the gradient's dtype.
+  :math:`|g| \approx 256`). Updates come back in the gradient's dtype. The
+  arithmetic runs in at least float32; low-precision state is rounded once,
+  when it is stored.
 
   Args:
     b1: decay rate of the first moment, in [0, 1).
