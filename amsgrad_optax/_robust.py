@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from amsgrad_optax import _validation
+
 
 class SkipNonfiniteState(NamedTuple):
   """State of :func:`skip_nonfinite`.
@@ -125,11 +127,7 @@ def skip_nonfinite(tx: optax.GradientTransformation) -> optax.GradientTransforma
     return SkipNonfiniteState(inner.init(params), zero, zero)
 
   def update_fn(updates, state, params=None, **extra_args):
-    if not isinstance(state, SkipNonfiniteState):
-      raise TypeError(
-        "state must be the SkipNonfiniteState that tx.init(params) returned, "
-        f"got {type(state).__name__}. The call is tx.update(grads, state, params)."
-      )
+    _validation.check_state(state, SkipNonfiniteState._fields, "SkipNonfiniteState")
     new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
     ok = _all_finite(updates, new_updates, new_inner)
     new_state = SkipNonfiniteState(

@@ -161,7 +161,7 @@ def check_state(state: Any, fields: tuple[str, ...], expected: str) -> None:
 
 def check_chain_state(state: Any, n_parts: int, expected: str) -> None:
   """Raises TypeError unless ``state`` is a tuple of ``n_parts`` entries."""
-  if not isinstance(state, tuple) or len(state) != n_parts:
+  if not isinstance(state, (tuple, list)) or len(state) != n_parts:
     what = type(state).__name__
     if isinstance(state, tuple):
       what = f"a tuple of {len(state)}"

@@ -118,6 +118,11 @@ CASES = (
   Case(
     "state", "another optimizer's state", "tx.update(grads, optax.adam(1e-3).init(params), params)"
   ),
+  Case(
+    "state",
+    "a plain state after turning skip_nonfinite on",
+    "amsgrad(1e-3, skip_nonfinite=True).update(grads, state, params)",
+  ),
   Case("", "params passed where updates belong", "tx.update(params, state, params)"),
   Case(
     "params",
