@@ -5,6 +5,8 @@ from amsgrad_optax._alias import amsgrad as amsgrad
 from amsgrad_optax._conventions import CONVENTIONS as CONVENTIONS
 from amsgrad_optax._conventions import Convention as Convention
 from amsgrad_optax._conventions import get_convention as get_convention
+from amsgrad_optax._robust import SkipNonfiniteState as SkipNonfiniteState
+from amsgrad_optax._robust import skip_nonfinite as skip_nonfinite
 from amsgrad_optax._schedules import inverse_sqrt_schedule as inverse_sqrt_schedule
 from amsgrad_optax._transform import ScaleByAdamncState as ScaleByAdamncState
 from amsgrad_optax._transform import ScaleByAmsgradState as ScaleByAmsgradState
@@ -18,10 +20,12 @@ __all__ = (
   "Convention",
   "ScaleByAdamncState",
   "ScaleByAmsgradState",
+  "SkipNonfiniteState",
   "adamnc",
   "amsgrad",
   "get_convention",
   "inverse_sqrt_schedule",
   "scale_by_adamnc",
   "scale_by_amsgrad",
+  "skip_nonfinite",
 )

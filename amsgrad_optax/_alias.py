@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import optax
 
-from amsgrad_optax import _transform, _validation
+from amsgrad_optax import _robust, _transform, _validation
 
 MaskOrFn = Any
 
@@ -18,8 +18,13 @@ def _finish(
   weight_decay: jax.typing.ArrayLike,
   decoupled_weight_decay: bool,
   mask: MaskOrFn,
+  skip_nonfinite: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   _validation.check_learning_rate(learning_rate)
+  if callable(learning_rate):
+    learning_rate = _validation.checked_schedule(learning_rate)
+  if not isinstance(skip_nonfinite, bool):
+    raise TypeError(f"skip_nonfinite must be a bool, got {skip_nonfinite!r}")
   _validation.check_range("weight_decay", weight_decay, low=0.0)
   if not isinstance(decoupled_weight_decay, bool):
     raise TypeError(f"decoupled_weight_decay must be a bool, got {decoupled_weight_decay!r}")
@@ -29,7 +34,9 @@ def _finish(
     # Coupled: g + wd*p enters the moments (torch.optim.Adam(weight_decay=..)).
     # Decoupled: lr*wd*p is subtracted beside the step (torch.optim.AdamW).
     parts = [scaler, decay] if decoupled_weight_decay else [decay, scaler]
-  return optax.chain(*parts, optax.scale_by_learning_rate(learning_rate))
+  parts.append(optax.scale_by_learning_rate(learning_rate))
+  tx = _validation.with_chain_state_check(optax.chain(*parts), len(parts))
+  return _robust.skip_nonfinite(tx) if skip_nonfinite else tx
 
 
 def _add_decayed_weights(
@@ -42,7 +49,13 @@ def _add_decayed_weights(
   """
   inner = optax.add_decayed_weights(weight_decay, mask)
 
+  def init_fn(params):
+    _validation.check_mask(mask, params)
+    return inner.init(params)
+
   def update_fn(updates, state, params=None):
+    if params is None and not jax.tree.leaves(updates):
+      return updates, state  # nothing to decay: an empty tree (or None) of params
     if params is None:
       wd = _validation.concrete_value(weight_decay)
       if wd is not None and not wd.any():
@@ -55,9 +68,10 @@ def _add_decayed_weights(
         "inside jit, weight_decay is traced: pass params, or list "
         "'weight_decay' in static_args."
       )
+    _validation.check_mask(mask, params)
     return inner.update(updates, state, params)
 
-  return optax.GradientTransformation(inner.init, update_fn)
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def amsgrad(
@@ -74,6 +88,7 @@ def amsgrad(
   b1_decay: jax.typing.ArrayLike = 1.0,
   mu_dtype: Any | None = None,
   nu_dtype: Any | None = None,
+  skip_nonfinite: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Returns the AMSGrad optimizer, in any framework's convention.
 
@@ -111,6 +126,12 @@ def amsgrad(
     mu_dtype: dtype of ``mu``; None for the param's dtype.
     nu_dtype: dtype of ``nu`` and ``nu_max``; None for the param's dtype,
       float32 for float16 params.
+    skip_nonfinite: if True, a step whose gradients, updates or new state
+      hold a NaN or inf is skipped whole and counted, as by
+      :func:`amsgrad_optax.skip_nonfinite` (whose state then wraps this
+      optimizer's). If False, such a step goes through: one NaN gradient
+      makes ``nu_max``, and so every later update of that parameter, NaN
+      for the rest of the run.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -148,7 +169,7 @@ def amsgrad(
     mu_dtype=mu_dtype,
     nu_dtype=nu_dtype,
   )
-  return _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask)
+  return _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask, skip_nonfinite)
 
 
 def adamnc(
@@ -163,6 +184,7 @@ def adamnc(
   b1_decay: jax.typing.ArrayLike = 1.0,
   mu_dtype: Any | None = None,
   nu_dtype: Any | None = None,
+  skip_nonfinite: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Returns the paper's AdamNC optimizer: Adam with :math:`\beta_{2,t} = 1 - 1/t`.
 
@@ -182,6 +204,7 @@ def adamnc(
     b1_decay: :math:`\lambda` in :math:`\beta_{1,t} = \beta_1\lambda^{t-1}`.
     mu_dtype: dtype of ``mu``.
     nu_dtype: dtype of ``nu``.
+    skip_nonfinite: skip and count non-finite steps, as in :func:`amsgrad`.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -203,4 +226,4 @@ def adamnc(
   scaler = _transform.scale_by_adamnc(
     b1, eps, eps_root, b1_decay=b1_decay, mu_dtype=mu_dtype, nu_dtype=nu_dtype
   )
-  return _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask)
+  return _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask, skip_nonfinite)

@@ -127,6 +127,28 @@ def _is_concrete_one(x) -> bool:
   return isinstance(x, (int, float)) and x == 1
 
 
+def default_float_dtype() -> jnp.dtype:
+  """Returns float64 when ``jax_enable_x64`` is on, else float32.
+
+  Step-count arithmetic is done in this dtype, so that float64 runs keep
+  float64 accuracy in their bias corrections.
+  """
+  return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
+def as_float(x: jax.typing.ArrayLike) -> jax.Array:
+  """Returns ``x`` as a float array: its own float dtype, or the default one.
+
+  A Python number or an integer array takes :func:`default_float_dtype`; the
+  explicit cast keeps the arithmetic valid under
+  ``jax_numpy_dtype_promotion="strict"``.
+  """
+  arr = jnp.asarray(x)
+  if isinstance(x, (int, float)) or not jnp.issubdtype(arr.dtype, jnp.floating):
+    return arr.astype(default_float_dtype())
+  return arr
+
+
 def one_minus_power(
   b: jax.typing.ArrayLike,
   t: jax.Array,
@@ -141,28 +163,42 @@ def one_minus_power(
   Args:
     b: the decay rate, in [0, 1).
     t: the step count (t >= 1), an integer array.
-    exact: evaluate to float32 accuracy through ``-expm1(t * log(b))`` (with
+    exact: evaluate to working accuracy through ``-expm1(t * log(b))`` (with
       ``log(b)`` taken in double precision when ``b`` is a Python number),
-      rather than as a float32 power.
+      and exactly ``1 - b`` at ``t == 1``, rather than as a power.
     decay: the factor ``lambda`` of a decaying rate ``b_t = b lambda^(t-1)``.
 
   Returns:
-    A float32 scalar in (0, 1].
+    A scalar in (0, 1], in float32 (float64 under ``jax_enable_x64``, or the
+    dtype of an array ``b``).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from amsgrad_optax._conventions import one_minus_power
+    >>> float(one_minus_power(0.9, jnp.int32(1), exact=True)) == float(jnp.float32(0.1))
+    True
+    >>> float(one_minus_power(0.999, jnp.int32(2**31 - 1), exact=True))
+    1.0
   """
   if not exact and _is_concrete_one(decay):
-    # Bit-for-bit what optax's `1 - b**count` lowers to, without relying on
-    # implicit int->float promotion.
-    return 1 - jax.lax.pow(jnp.asarray(b, jnp.float32), t)
-  tf = jnp.asarray(t, jnp.float32)
-  log_b = _log(b)
+    # The expression optax evaluates, `1 - b**t`, with the int32 count cast
+    # explicitly so that it also holds under strict dtype promotion.
+    b_arr = as_float(b)
+    return 1 - b_arr ** jnp.asarray(t).astype(b_arr.dtype)
+  dtype = as_float(b).dtype
+  tf = jnp.asarray(t).astype(dtype)
+  log_b = _log(b, dtype)
   exponent = tf * log_b
   if not _is_concrete_one(decay):
     # prod b lambda^(i-1) = b^t lambda^(t(t-1)/2).
-    exponent = exponent + (0.5 * tf * (tf - 1.0)) * _log(decay)
-  return -jnp.expm1(exponent)
+    exponent = exponent + (0.5 * tf * (tf - 1.0)) * _log(decay, dtype)
+  # At t = 1 the value is 1 - b itself; -expm1(log b) would be an ulp or two
+  # off, since log b is rounded first.
+  first = (1.0 - b) if isinstance(b, (int, float)) else 1 - as_float(b)
+  return jnp.where(jnp.asarray(t) == 1, jnp.asarray(first, dtype), -jnp.expm1(exponent))
 
 
-def _log(x: jax.typing.ArrayLike) -> jax.Array:
+def _log(x: jax.typing.ArrayLike, dtype) -> jax.Array:
   if isinstance(x, (int, float)):
-    return jnp.asarray(math.log(x) if x > 0 else -math.inf, jnp.float32)
-  return jnp.log(jnp.asarray(x, jnp.float32))
+    return jnp.asarray(math.log(x) if x > 0 else -math.inf, dtype)
+  return jnp.log(as_float(x)).astype(dtype)

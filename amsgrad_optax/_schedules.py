@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from amsgrad_optax import _validation
+from amsgrad_optax import _conventions, _validation
 
 
 def inverse_sqrt_schedule(init_value: jax.typing.ArrayLike) -> optax.Schedule:
@@ -31,6 +31,8 @@ def inverse_sqrt_schedule(init_value: jax.typing.ArrayLike) -> optax.Schedule:
   _validation.check_range("init_value", init_value, low=0.0)
 
   def schedule(count: jax.typing.ArrayLike) -> jax.Array:
-    return init_value / jnp.sqrt(jnp.asarray(count, jnp.float32) + 1.0)
+    # float64 under jax_enable_x64, so that float64 runs keep their accuracy.
+    dtype = _conventions.default_float_dtype()
+    return init_value / jnp.sqrt(jnp.asarray(count).astype(dtype) + 1.0)
 
   return schedule

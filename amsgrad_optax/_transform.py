@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from optax._src import utils as optax_utils
 
 from amsgrad_optax import _conventions, _validation
 
@@ -53,6 +53,18 @@ def _real_dtype(dtype) -> jnp.dtype:
   return jnp.finfo(dtype).dtype
 
 
+def _promote(a, b) -> jnp.dtype:
+  """Returns the dtype that holds both ``a`` and ``b`` (float16, float32 -> float32).
+
+  Mixing dtypes is deliberate here (float16 params with a float32 second
+  moment), so it must not depend on the session's
+  ``jax_numpy_dtype_promotion``: under "strict", ``jnp.promote_types`` itself
+  refuses float16 with float32.
+  """
+  with jax.numpy_dtype_promotion("standard"):
+    return jnp.promote_types(a, b)
+
+
 def _default_nu_dtype(param_dtype, nu_dtype):
   if nu_dtype is not None:
     return nu_dtype
@@ -67,8 +79,8 @@ def _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype):
   _validation.check_range("eps", eps, low=0.0)
   _validation.check_range("eps_root", eps_root, low=0.0)
   _validation.check_range("b1_decay", b1_decay, low=0.0, high=1.0, high_inclusive=True)
-  mu_dtype = optax_utils.canonicalize_dtype(mu_dtype)
-  nu_dtype = optax_utils.canonicalize_dtype(nu_dtype)
+  mu_dtype = _validation.canonical_dtype("mu_dtype", mu_dtype)
+  nu_dtype = _validation.canonical_dtype("nu_dtype", nu_dtype)
   for name, dt in (("mu_dtype", mu_dtype), ("nu_dtype", nu_dtype)):
     if dt is not None and not jnp.issubdtype(dt, jnp.inexact):
       raise TypeError(f"{name} must be a floating-point dtype, got {dt}")
@@ -79,27 +91,22 @@ def _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype):
   return mu_dtype, nu_dtype
 
 
+def _dtype(x) -> jnp.dtype:
+  """The dtype of an array, or of a Python scalar leaf as JAX would store it."""
+  return x.dtype if hasattr(x, "dtype") else jnp.result_type(x)
+
+
 def _init_moments(params, mu_dtype, nu_dtype, n_nu: int):
   _validation.check_float_tree(params, "params")
-  mu = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype or p.dtype), params)
+  mu = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), mu_dtype or _dtype(p)), params)
   nus = tuple(
     jax.tree.map(
-      lambda p: jnp.zeros_like(p, dtype=_default_nu_dtype(p.dtype, nu_dtype)),
+      lambda p: jnp.zeros(jnp.shape(p), _default_nu_dtype(_dtype(p), nu_dtype)),
       params,
     )
     for _ in range(n_nu)
   )
   return jnp.zeros([], jnp.int32), mu, nus
-
-
-def _wider(a, b) -> jnp.dtype:
-  """The dtype both ``a`` and ``b`` cast to exactly: JAX's standard promotion, used
-  explicitly so the arithmetic is the same under ``jax_numpy_dtype_promotion="strict"``."""
-  a, b = jnp.dtype(a), jnp.dtype(b)
-  if a == b:
-    return a
-  with jax.numpy_dtype_promotion("standard"):
-    return jnp.promote_types(a, b)
 
 
 def _cast_hp(x, dtype):
@@ -113,22 +120,35 @@ def _decayed_b1(b1, b1_decay, count):
   """Returns b1_t = b1 * b1_decay**(t-1) for the step ``count`` (t >= 1)."""
   if isinstance(b1_decay, (int, float)) and b1_decay == 1:
     return b1
-  return b1 * jnp.power(b1_decay, jnp.asarray(count - 1, jnp.float32))
+  decay = _conventions.as_float(b1_decay)
+  return b1 * jnp.power(decay, jnp.asarray(count - 1).astype(decay.dtype))
+
+
+def _wide(*dtypes) -> jnp.dtype:
+  """The dtype the arithmetic runs in: the widest of ``dtypes``, at least float32.
+
+  Low-precision state is stored in its own dtype but updated in float32, with
+  one rounding per step, as PyTorch does for half and bfloat16 tensors. A
+  chain of bfloat16 operations would round after each one, and XLA rounds
+  differently when it fuses them, so jitted and eager results would differ.
+  """
+  out = jnp.dtype(jnp.float32)
+  for dt in dtypes:
+    out = _promote(out, dt)
+  return out
 
 
 def _first_moment(g, m, b1):
-  # Each product in its operand's own dtype, then the sum in the wider one: for Python-float
-  # rates this is exactly optax's weakly typed `(1 - b1) * g + b1 * m`, also when mu_dtype
-  # is narrower than the gradient.
-  dt = _wider(g.dtype, m.dtype)
-  new = _cast_hp(1 - b1, g.dtype) * g
-  old = _cast_hp(b1, m.dtype) * m
-  return new.astype(dt) + old.astype(dt)
+  dt = _wide(g.dtype, m.dtype)
+  b1 = _cast_hp(b1, dt)
+  return (1 - b1) * g.astype(dt) + b1 * m.astype(dt)
 
 
 def _abs_sq(g, dtype):
   if jnp.iscomplexobj(g):
-    return optax.abs_sq(g).astype(dtype)
+    # |g|^2 = re^2 + im^2, real-valued, formed in the wide dtype as for real g.
+    re, im = jnp.real(g).astype(dtype), jnp.imag(g).astype(dtype)
+    return re * re + im * im
   return g.astype(dtype) ** 2
 
 
@@ -137,6 +157,18 @@ def _divide(num, den, guard_zero: bool):
   if not guard_zero:
     return num / den
   return jnp.where(den == 0, jnp.zeros_like(num), num / den)
+
+
+def _by_real(op, x, s):
+  """Returns ``op(x, s)`` for a real ``s``; componentwise when ``x`` is complex.
+
+  Complex moments are scaled by real factors without a complex division, and
+  without mixing complex with real dtypes (which strict promotion refuses).
+  """
+  if jnp.iscomplexobj(x):
+    s = s.astype(_real_dtype(x.dtype))
+    return jax.lax.complex(op(jnp.real(x), s), op(jnp.imag(x), s))
+  return op(x, s.astype(x.dtype))
 
 
 def _may_divide_by_zero(eps, eps_root) -> bool:
@@ -158,7 +190,8 @@ def _sqrt_plus(nu_max, eps_root):
   return jnp.sqrt(nu_max + _cast_hp(eps_root, nu_max.dtype))
 
 
-def _check_updates(updates, state):
+def _check_updates(updates, state, state_type):
+  _validation.check_state(state, state_type._fields, state_type.__name__)
   _validation.check_same_structure(updates, state.mu, "state.mu")
   _validation.check_float_tree(updates, "updates")
 
@@ -206,7 +239,9 @@ def scale_by_amsgrad(
   Dtypes: ``mu`` is kept in ``mu_dtype`` (default: the param's dtype); ``nu``
   and ``nu_max`` in ``nu_dtype`` (default: the param's real dtype, except
   float32 for float16 params, since :math:`g^2` overflows float16 above
-  :math:`|g| \approx 256`). Updates come back in the gradient's dtype.
+  :math:`|g| \approx 256`). Updates come back in the gradient's dtype. The
+  arithmetic runs in at least float32; low-precision state is rounded once,
+  when it is stored.
 
   Args:
     b1: decay rate of the first moment, in [0, 1).
@@ -248,7 +283,7 @@ def scale_by_amsgrad(
   _validation.check_range("b2", b2, low=0.0, high=1.0)
   mu_dtype, nu_dtype = _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype)
 
-  guard_zero = _may_divide_by_zero(eps, eps_root)
+  divide = functools.partial(_divide, guard_zero=_may_divide_by_zero(eps, eps_root))
 
   def init_fn(params):
     count, mu, (nu, nu_max) = _init_moments(params, mu_dtype, nu_dtype, 2)
@@ -256,7 +291,7 @@ def scale_by_amsgrad(
 
   def update_fn(updates, state, params=None):
     del params
-    _check_updates(updates, state)
+    _check_updates(updates, state, ScaleByAmsgradState)
     count = optax.safe_increment(state.count)
     b1_t = _decayed_b1(b1, b1_decay, count)
     bc1 = bc2 = None
@@ -266,25 +301,27 @@ def scale_by_amsgrad(
       bc2 = _conventions.one_minus_power(b2, count, exact=conv.exact_powers)
 
     def leaf(g, m, v, v_max):
+      g = jnp.asarray(g)
       m = _first_moment(g, m, b1_t)
-      b2_ = _cast_hp(b2, v.dtype)
-      v = (1 - b2_) * _abs_sq(g, v.dtype) + b2_ * v
+      v_dtype, wide = v.dtype, _wide(v.dtype)
+      b2_ = _cast_hp(b2, wide)
+      v = (1 - b2_) * _abs_sq(g, wide) + b2_ * v.astype(wide)
       if conv.nu_correction == "max":
-        v_max = jnp.maximum(v_max, v / bc2.astype(v.dtype))
+        v_max = jnp.maximum(v_max.astype(wide), v / bc2.astype(wide))
       else:
-        v_max = jnp.maximum(v_max, v)
+        v_max = jnp.maximum(v_max.astype(wide), v)
       m_hat = m
       if conv.nu_correction == "step":
-        m_hat = m * (jnp.sqrt(bc2) / bc1).astype(_real_dtype(m.dtype))
+        m_hat = _by_real(jnp.multiply, m, jnp.sqrt(bc2) / bc1)
       elif bc1 is not None:
-        m_hat = m / bc1.astype(_real_dtype(m.dtype))
+        m_hat = _by_real(jnp.divide, m, bc1)
       den = _sqrt_plus(v_max, eps_root)
       if conv.nu_correction == "denominator":
         den = den / jnp.sqrt(bc2).astype(den.dtype)
       den = den + _cast_hp(eps, den.dtype)
-      dt = _wider(m_hat.dtype, den.dtype)
-      u = _divide(m_hat.astype(dt), den.astype(dt), guard_zero)
-      return u.astype(g.dtype), m, v, v_max
+      dt = _promote(m_hat.dtype, den.dtype)
+      u = _by_real(divide, m_hat.astype(dt), den)
+      return u.astype(g.dtype), m, v.astype(v_dtype), v_max.astype(v_dtype)
 
     out = jax.tree.map(leaf, updates, state.mu, state.nu, state.nu_max)
     treedef = jax.tree.structure(updates)
@@ -357,7 +394,7 @@ def scale_by_adamnc(
   """
   mu_dtype, nu_dtype = _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype)
 
-  guard_zero = _may_divide_by_zero(eps, eps_root)
+  divide = functools.partial(_divide, guard_zero=_may_divide_by_zero(eps, eps_root))
 
   def init_fn(params):
     count, mu, (nu,) = _init_moments(params, mu_dtype, nu_dtype, 1)
@@ -365,20 +402,21 @@ def scale_by_adamnc(
 
   def update_fn(updates, state, params=None):
     del params
-    _check_updates(updates, state)
+    _check_updates(updates, state, ScaleByAdamncState)
     count = optax.safe_increment(state.count)
     b1_t = _decayed_b1(b1, b1_decay, count)
 
     def leaf(g, m, v):
+      g = jnp.asarray(g)
       m = _first_moment(g, m, b1_t)
       # The running mean in at least float32: 1/t rounds badly in bf16.
-      wide = _wider(v.dtype, jnp.float32)
+      v_dtype, wide = v.dtype, _wide(v.dtype)
       v_w = v.astype(wide)
-      v = (v_w + (_abs_sq(g, wide) - v_w) / count.astype(wide)).astype(v.dtype)
+      v = v_w + (_abs_sq(g, wide) - v_w) / count.astype(wide)
       den = _sqrt_plus(v, eps_root) + _cast_hp(eps, v.dtype)
-      dt = _wider(m.dtype, den.dtype)
-      u = _divide(m.astype(dt), den.astype(dt), guard_zero)
-      return u.astype(g.dtype), m, v
+      dt = _promote(m.dtype, den.dtype)
+      u = _by_real(divide, m.astype(dt), den)
+      return u.astype(g.dtype), m, v.astype(v_dtype)
 
     out = jax.tree.map(leaf, updates, state.mu, state.nu)
     u, mu, nu = _unzip(out, jax.tree.structure(updates), 3)

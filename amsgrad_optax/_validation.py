@@ -1,8 +1,9 @@
 """Checks on hyperparameters and trees that fail early with a clear message.
 
-A check runs only on concrete values: under ``jax.jit``, ``jax.vmap`` or
-``optax.inject_hyperparams`` a hyperparameter may be a tracer, and then it
-passes through unchecked, as in optax.
+A range check runs only on concrete values: under ``jax.jit``, ``jax.vmap``
+or ``optax.inject_hyperparams`` a hyperparameter may be a tracer, and then its
+value passes through unchecked, as in optax. Shapes and dtypes are known even
+for tracers, so those checks always run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 
 def concrete_value(x: Any) -> np.ndarray | None:
@@ -32,7 +34,8 @@ def check_range(
   high: float = np.inf,
   high_inclusive: bool = False,
 ) -> None:
-  """Raises ValueError unless every concrete entry of ``value`` is in range."""
+  """Raises ValueError unless ``value`` is a scalar, and in range if concrete."""
+  check_scalar(name, value)
   arr = concrete_value(value)
   if arr is None:
     return
@@ -46,6 +49,28 @@ def check_range(
     bracket = "]" if high_inclusive else ")"
     upper = "inf" if high == np.inf else f"{high:g}"
     raise ValueError(f"{name} must be in [{low:g}, {upper}{bracket}, got {value!r}")
+
+
+def check_scalar(name: str, value: Any) -> None:
+  """Raises unless ``value`` is a number or a scalar array (traced or not)."""
+  if value is None or isinstance(value, (str, bytes)):
+    raise TypeError(f"{name} must be a real number or a scalar array, got {value!r}")
+  if callable(value):
+    what = getattr(value, "__qualname__", type(value).__name__)
+    raise TypeError(
+      f"{name} must be a real number or a scalar array, got the callable "
+      f"{what}. To schedule {name}, wrap the optimizer in "
+      "optax.inject_hyperparams and pass the schedule there."
+    )
+  ndim = getattr(value, "ndim", None)
+  if ndim is None:
+    ndim = np.ndim(value)
+  if ndim != 0:
+    raise ValueError(
+      f"{name} must be a scalar (one value for every parameter), got "
+      f"{value!r} of shape {np.shape(value)}. For per-parameter values, "
+      "use optax.multi_transform."
+    )
 
 
 def check_learning_rate(learning_rate: Any) -> None:
@@ -66,7 +91,14 @@ def check_float_tree(tree: Any, what: str) -> None:
   for path, leaf in leaves:
     dtype = getattr(leaf, "dtype", None)
     if dtype is None:
-      dtype = jnp.result_type(leaf)
+      try:
+        dtype = jnp.result_type(leaf)
+      except TypeError:
+        raise TypeError(
+          f"{what} must be a pytree of arrays; the leaf at "
+          f"{jax.tree_util.keystr(path) or '<root>'} is {leaf!r} "
+          f"({type(leaf).__name__})."
+        ) from None
     if not jnp.issubdtype(dtype, jnp.inexact):
       raise TypeError(
         f"{what} must be floating point; the leaf at "
@@ -88,10 +120,121 @@ def check_same_structure(updates: Any, reference: Any, state_name: str) -> None:
       "Did you pass params where updates belong, or reuse an optimizer "
       "state across models?"
     )
-  for u, r in zip(jax.tree.leaves(updates), jax.tree.leaves(reference)):
+  for u, r in zip(jax.tree.leaves(updates), jax.tree.leaves(reference), strict=True):
     if jnp.shape(u) != jnp.shape(r):
       raise ValueError(
         f"updates must have the shapes of the params the state was "
         f"initialised with: got a leaf of shape {jnp.shape(u)} where "
         f"{state_name} has {jnp.shape(r)}."
       )
+
+
+def canonical_dtype(name: str, dtype: Any) -> jnp.dtype | None:
+  """Returns ``dtype`` canonicalised, or None; raises naming ``name`` if invalid."""
+  if dtype is None:
+    return None
+  try:
+    dt = jax.dtypes.canonicalize_dtype(np.dtype(dtype))
+  except TypeError:
+    raise TypeError(
+      f"{name} must be None or a floating-point dtype such as jnp.float32 or "
+      f"jnp.bfloat16, got {dtype!r}"
+    ) from None
+  if not jnp.issubdtype(dt, jnp.inexact):
+    raise TypeError(f"{name} must be a floating-point dtype, got {dt}")
+  return jnp.dtype(dt)
+
+
+def check_state(state: Any, fields: tuple[str, ...], expected: str) -> None:
+  """Raises TypeError unless ``state`` has the attributes ``fields``.
+
+  The check is by attribute rather than by class, so that a state restored
+  into another NamedTuple of the same fields still works.
+  """
+  if not all(hasattr(state, f) for f in fields):
+    raise TypeError(
+      f"state must be the {expected} that tx.init(params) returned, got "
+      f"{type(state).__name__}. The call is tx.update(grads, state, params): "
+      "were grads and state swapped, or params passed as the state?"
+    )
+
+
+def check_chain_state(state: Any, n_parts: int, expected: str) -> None:
+  """Raises TypeError unless ``state`` is a tuple of ``n_parts`` entries."""
+  if not isinstance(state, (tuple, list)) or len(state) != n_parts:
+    what = type(state).__name__
+    if isinstance(state, tuple):
+      what = f"a tuple of {len(state)}"
+    raise TypeError(
+      f"state must be the state that tx.init(params) returned for this "
+      f"{expected} (a tuple of {n_parts}), got {what}. The call is "
+      "tx.update(grads, state, params): were grads and state swapped, or "
+      "params passed as the state?"
+    )
+
+
+def check_schedule_value(value: Any) -> None:
+  """Raises unless a learning-rate schedule's output is a real scalar."""
+  if value is None or isinstance(value, (str, bytes)):
+    raise TypeError(
+      f"learning_rate: the schedule returned {value!r}; it must return a "
+      "real scalar (a float or a 0-d array)."
+    )
+  shape = np.shape(value)
+  if shape != ():
+    raise ValueError(
+      f"learning_rate: the schedule returned an array of shape {shape}; it "
+      "must return a scalar (one step size for every parameter). For "
+      "per-parameter rates, use optax.multi_transform."
+    )
+  dtype = getattr(value, "dtype", None)
+  if dtype is None:
+    dtype = np.asarray(value).dtype
+  if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+    raise TypeError(
+      f"learning_rate: the schedule returned a value of dtype {dtype}; it "
+      "must return a real scalar."
+    )
+
+
+def checked_schedule(schedule: Any) -> Any:
+  """Returns ``schedule`` with its output checked by :func:`check_schedule_value`."""
+
+  def checked(count):
+    value = schedule(count)
+    check_schedule_value(value)
+    return value
+
+  return checked
+
+
+def with_chain_state_check(
+  tx: optax.GradientTransformation, n_parts: int
+) -> optax.GradientTransformationExtraArgs:
+  """Returns ``tx`` (a chain of ``n_parts``) with its state checked first.
+
+  ``optax.chain`` would otherwise pass each entry of a wrong state (a dict of
+  grads, say) to its parts, whose errors then speak of strings or keys.
+  """
+  inner = optax.with_extra_args_support(tx)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    check_chain_state(state, n_parts, "optimizer")
+    return inner.update(updates, state, params, **extra_args)
+
+  return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+
+
+def check_mask(mask: Any, params: Any) -> None:
+  """Raises ValueError unless a mask tree is a prefix of the params' tree."""
+  if mask is None or callable(mask):
+    return
+  try:
+    jax.tree.map(lambda *_: None, mask, params)
+  except ValueError:
+    raise ValueError(
+      "mask must have the tree structure of the params (or a prefix of "
+      "it), with a bool for each leaf or subtree to decay, or be a "
+      f"function of the params returning one.\n  mask: "
+      f"{jax.tree.structure(mask)}\n  params: {jax.tree.structure(params)}"
+    ) from None

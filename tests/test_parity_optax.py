@@ -20,9 +20,8 @@ pytestmark = pytest.mark.standard_promotion  # optax itself promotes implicitly
     dict(learning_rate=1e-2, b1=0.9, b2=0.99),
     dict(learning_rate=3e-3, b1=0.0, b2=0.9, eps=1e-6, eps_root=1e-9),
     dict(learning_rate=optax.cosine_decay_schedule(1e-2, 250)),
-    dict(learning_rate=1e-3, mu_dtype=jnp.bfloat16),
   ],
-  ids=["default", "paper_betas", "eps_root", "schedule", "mu_bf16"],
+  ids=["default", "paper_betas", "eps_root", "schedule"],
 )
 def test_bit_identical_to_optax_amsgrad(kwargs):
   params0, grads = problem.make_problem(seed=2)
@@ -30,6 +29,24 @@ def test_bit_identical_to_optax_amsgrad(kwargs):
   theirs, _ = replay(optax.amsgrad(**kwargs), params0, grads)
   for k in params0:
     np.testing.assert_array_equal(ours[k], theirs[k], err_msg=k)
+
+
+def test_bfloat16_mu_is_closer_to_float32_than_optax():
+  """The one deliberate departure: low-precision state is updated in float32 and rounded once.
+
+  optax forms b1 * mu in bfloat16 (a rounding per operation); the float32 update drifts less
+  from a float32-state run, so "optax" agrees with optax.amsgrad only to bfloat16 round-off here.
+  """
+  params0, grads = problem.make_problem(seed=2)
+  exact, _ = replay(optax.amsgrad(1e-3), params0, grads)
+  ours, _ = replay(
+    amsgrad_optax.amsgrad(1e-3, convention="optax", mu_dtype=jnp.bfloat16), params0, grads
+  )
+  theirs, _ = replay(optax.amsgrad(1e-3, mu_dtype=jnp.bfloat16), params0, grads)
+  err = lambda traj: sum(float(np.abs(traj[k] - exact[k]).sum()) for k in params0)  # noqa: E731
+  assert err(ours) < err(theirs)
+  for k in params0:
+    np.testing.assert_allclose(ours[k], theirs[k], rtol=1e-2, atol=1e-3)
 
 
 def test_state_identical_to_optax_scale_by_amsgrad():
