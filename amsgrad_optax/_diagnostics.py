@@ -38,7 +38,7 @@ def _find_state(state: Any) -> Any:
   return found[0][1]
 
 
-def _leaves32(tree: Any) -> list[jax.Array]:
+def _leaves(tree: Any) -> list[jax.Array]:
   # Flax nnx wraps state leaves in Variables; flattening unwraps them.
   return [jnp.asarray(x) for x in jax.tree.leaves(tree)]
 
@@ -154,7 +154,7 @@ def diagnostics(
   """
   conv = _conventions.get_convention(convention)
   amsgrad_state = _find_state(state)
-  (count,) = _leaves32(amsgrad_state.count)
+  (count,) = _leaves(amsgrad_state.count)
   t = jnp.maximum(count, jnp.ones_like(count))
   if callable(learning_rate):
     lr = _f32(learning_rate(t - 1))
@@ -165,16 +165,16 @@ def diagnostics(
   if conv.correct_mu:
     c1 = _conventions.one_minus_power(b1, t, exact=conv.exact_powers, decay=b1_decay)
     factor = factor / _f32(c1)
-  sqrt_c2 = None
+  c2 = sqrt_c2 = None
   if conv.nu_correction != "none":
-    c2 = _f32(_conventions.one_minus_power(b2, t, exact=conv.exact_powers))
-    sqrt_c2 = jnp.sqrt(c2)
+    c2 = _conventions.one_minus_power(b2, t, exact=conv.exact_powers)
+    sqrt_c2 = jnp.sqrt(_f32(c2))
   if conv.nu_correction == "step":
     factor = factor * sqrt_c2
 
-  mus = _leaves32(amsgrad_state.mu)
-  nus = _leaves32(amsgrad_state.nu)
-  nu_maxes = _leaves32(amsgrad_state.nu_max)
+  mus = _leaves(amsgrad_state.mu)
+  nus = _leaves(amsgrad_state.nu)
+  nu_maxes = _leaves(amsgrad_state.nu_max)
   if not nu_maxes:
     raise ValueError("state has no coordinates: the params tree it was initialised with is empty")
 
