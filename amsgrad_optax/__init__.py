@@ -2,9 +2,11 @@
 
 from amsgrad_optax._alias import adamnc as adamnc
 from amsgrad_optax._alias import amsgrad as amsgrad
+from amsgrad_optax._checkpoint import restore_state as restore_state
 from amsgrad_optax._conventions import CONVENTIONS as CONVENTIONS
 from amsgrad_optax._conventions import Convention as Convention
 from amsgrad_optax._conventions import get_convention as get_convention
+from amsgrad_optax._diagnostics import diagnostics as diagnostics
 from amsgrad_optax._robust import SkipNonfiniteState as SkipNonfiniteState
 from amsgrad_optax._robust import skip_nonfinite as skip_nonfinite
 from amsgrad_optax._schedules import inverse_sqrt_schedule as inverse_sqrt_schedule
@@ -23,8 +25,10 @@ __all__ = (
   "SkipNonfiniteState",
   "adamnc",
   "amsgrad",
+  "diagnostics",
   "get_convention",
   "inverse_sqrt_schedule",
+  "restore_state",
   "scale_by_adamnc",
   "scale_by_amsgrad",
   "skip_nonfinite",
