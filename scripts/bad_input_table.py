@@ -31,6 +31,7 @@ SETUP = """\
 import jax, jax.numpy as jnp, optax
 import amsgrad_optax
 from amsgrad_optax import amsgrad
+
 params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
 grads = jax.tree.map(jnp.ones_like, params)
 tx = amsgrad(1e-3)
