@@ -1,0 +1,479 @@
+"""Runs an optimizer on a synthetic problem as one compiled ``lax.scan``.
+
+Every step does what the paper's reference loop does: it adds the regret
+:math:`f_t(x_t) - f_t(x^*)` to the running total, takes the gradient, applies
+the optimizer's update and projects :math:`x` back onto the feasible
+interval. The whole run is a nested scan inside ``jax.jit`` (outer over
+blocks of ``trace_every`` steps, inner over the steps of a block), so there
+is no host round-trip per step and the trace costs one entry per block.
+
+The regret total is a double-word (compensated) float32 sum: ten million
+plain float32 additions of numbers near 10 into a total near 10^6 lose
+several digits of the average regret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from amsgrad_optax.synthetic import _problems
+
+#: Steps per block when no trace is asked for.
+_DEFAULT_BLOCK = 4096
+#: Steps per compiled call when a progress bar is shown (about 25 ms each).
+_DEFAULT_CHUNK = 1 << 20
+_MAX_STEP_INDEX = np.iinfo(np.int32).max
+#: Steps whose random coefficients are drawn at once, vectorized.
+_DRAW_BLOCK = 4096
+
+
+class Trace(NamedTuple):
+  """A downsampled record of a run, one entry every ``trace_every`` steps and one at the end.
+
+  Attributes:
+    t: the number of steps done, int64.
+    x: the point after those steps (the next one to be played).
+    avg_regret: :math:`R(t)/t`, the average regret of the first ``t`` steps.
+  """
+
+  t: np.ndarray
+  x: np.ndarray
+  avg_regret: np.ndarray
+
+
+class RunResult(NamedTuple):
+  """The outcome of :func:`run`.
+
+  Attributes:
+    x_final: the point after the last step.
+    avg_regret: :math:`R(T)/T`, computed in float64 from the compensated sum.
+    regret: :math:`R(T) = \\sum_t f_t(x_t) - f_t(x^*)`.
+    steps: :math:`T`.
+    seconds: wall time of the run, after compilation.
+    compile_seconds: wall time of tracing and compiling (0 when cached).
+    trace: the :class:`Trace`, or None if ``trace_every`` was None.
+  """
+
+  x_final: float
+  avg_regret: float
+  regret: float
+  steps: int
+  seconds: float
+  compile_seconds: float
+  trace: Trace | None
+
+
+class Simulation(NamedTuple):
+  """The outcome of :func:`simulate`, as JAX arrays (batched under ``vmap``).
+
+  Attributes:
+    x_final: the point after the last step.
+    regret: :math:`R(T)`, the compensated sum rounded to one float.
+    regret_residual: the rest: ``regret + regret_residual`` (added in
+      float64) is :math:`R(T)` to about twice working precision.
+    avg_regret: :math:`R(T)/T`.
+    trace_x: the point after every ``trace_every`` steps, shape
+      ``(steps // trace_every,)``.
+    trace_avg_regret: :math:`R(t)/t` at the same steps.
+  """
+
+  x_final: jax.Array
+  regret: jax.Array
+  regret_residual: jax.Array
+  avg_regret: jax.Array
+  trace_x: jax.Array
+  trace_avg_regret: jax.Array
+
+
+class _Carry(NamedTuple):
+  x: jax.Array
+  opt_state: Any
+  t: jax.Array
+  regret: jax.Array
+  compensation: jax.Array
+
+
+# ------------------------------------------------------------------ checks
+
+
+def _check_steps(steps: int, problem: _problems.Problem) -> int:
+  if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+    raise TypeError(f"steps must be an int, got {steps!r}")
+  steps = int(steps)
+  if steps < 1:
+    raise ValueError(f"steps must be >= 1, got {steps!r}")
+  if problem.first_step + steps - 1 > _MAX_STEP_INDEX:
+    raise ValueError(
+      f"steps must keep the step index within int32: first_step + steps - 1 = "
+      f"{problem.first_step + steps - 1} > {_MAX_STEP_INDEX}"
+    )
+  return steps
+
+
+def _check_trace_every(trace_every: int | None) -> None:
+  if trace_every is None:
+    return
+  if (
+    isinstance(trace_every, bool)
+    or not isinstance(trace_every, (int, np.integer))
+    or trace_every < 1
+  ):
+    raise ValueError(f"trace_every must be a positive int or None, got {trace_every!r}")
+
+
+def _check_problem(problem: Any) -> None:
+  if not isinstance(problem, (_problems.OnlineProblem, _problems.StochasticProblem)):
+    raise TypeError(
+      "problem must be an OnlineProblem or StochasticProblem (see "
+      f"amsgrad_optax.synthetic.online/stochastic/theorem1), got {problem!r}"
+    )
+
+
+def _check_tx(tx: Any) -> None:
+  if not (hasattr(tx, "init") and hasattr(tx, "update")):
+    raise TypeError(f"tx must be an optax.GradientTransformation, got {tx!r}")
+
+
+def _as_key(seed: int | None, key: jax.Array | None) -> jax.Array:
+  if key is not None:
+    return key
+  return jax.random.key(0 if seed is None else seed)
+
+
+# ------------------------------------------------------------------ the step
+
+
+def _compensated_add(hi: jax.Array, lo: jax.Array, r: jax.Array):
+  """Returns ``(hi', lo')`` with ``hi' + lo' = hi + lo + r`` to about twice working precision.
+
+  A double-word sum: Knuth's TwoSum yields ``hi + r`` and its exact rounding
+  error, whatever the magnitudes; the error joins ``lo``, and a final
+  Fast2Sum renormalises so that ``|lo'| <= ulp(hi')/2``. Keeping ``lo``
+  that small matters: a plain running compensation (Kahan, Neumaier)
+  collects every step's error in one float32, which ten million biased
+  errors overflow in precision, costing digits of the average regret.
+  """
+  s = hi + r
+  r_part = s - hi
+  err = (hi - (s - r_part)) + (r - r_part)
+  err = err + lo
+  new_hi = s + err
+  return new_hi, err - (new_hi - s)
+
+
+class _Stepper:
+  """The steps of one run: single, a static number, or a traced number of them.
+
+  An online problem's coefficient is a few integer ops, computed inside the
+  loop. A stochastic one costs a hash, which is far cheaper drawn for a block
+  of steps at once, vectorized, and fed to the loop: its coins depend on
+  :math:`t` alone, so how the steps are grouped changes nothing.
+  """
+
+  def __init__(self, problem, tx, key, unroll: int):
+    self.problem, self.tx, self.key, self.unroll = problem, tx, key, unroll
+
+  def step(self, carry: _Carry, coef: jax.Array | None = None) -> _Carry:
+    problem = self.problem
+    x = carry.x
+    dtype = x.dtype
+    if coef is None:
+      coef = problem.coefficient(carry.t, self.key, dtype)
+    # As the reference: regret_t = f_t(x_t) - f_t(x*), each in working precision.
+    r = coef * x - coef * jnp.asarray(problem.x_star, dtype)
+    total, comp = _compensated_add(carry.regret, carry.compensation, r)
+    updates, opt_state = self.tx.update(coef, carry.opt_state, x)
+    x = jnp.clip(x + jnp.asarray(updates, dtype), problem.lower, problem.upper).astype(dtype)
+    return _Carry(x, opt_state, carry.t + 1, total, comp)
+
+  def _coefs(self, t0: jax.Array, n: int, dtype) -> jax.Array:
+    ts = t0 + jnp.arange(n, dtype=jnp.int32)
+    return jax.vmap(lambda t: self.problem.coefficient(t, self.key, dtype))(ts)
+
+  def _scan(self, carry: _Carry, length: int, coefs: jax.Array | None) -> _Carry:
+    carry, _ = jax.lax.scan(
+      lambda c, g: (self.step(c, g), None),
+      carry,
+      coefs,
+      length=length,
+      unroll=max(1, min(self.unroll, length)),
+    )
+    return carry
+
+  def steps(self, carry: _Carry, length: int) -> _Carry:
+    """Returns the carry after ``length`` (static) steps."""
+    if length == 0:
+      return carry
+    if not self.problem.stochastic:
+      return self._scan(carry, length, None)
+    n_sub, rem = divmod(length, _DRAW_BLOCK)
+    dtype = carry.x.dtype
+    if n_sub:
+
+      def sub_block(c, _):
+        return self._scan(c, _DRAW_BLOCK, self._coefs(c.t, _DRAW_BLOCK, dtype)), None
+
+      carry, _ = jax.lax.scan(sub_block, carry, None, length=n_sub)
+    if rem:
+      carry = self._scan(carry, rem, self._coefs(carry.t, rem, dtype))
+    return carry
+
+  def dynamic_steps(self, carry: _Carry, n: jax.Array) -> _Carry:
+    """Returns the carry after ``n`` (traced) steps."""
+    if not self.problem.stochastic:
+      return jax.lax.fori_loop(0, n, lambda _, c: self.step(c), carry)
+    carry = jax.lax.fori_loop(0, n // _DRAW_BLOCK, lambda _, c: self.steps(c, _DRAW_BLOCK), carry)
+    return jax.lax.fori_loop(0, n % _DRAW_BLOCK, lambda _, c: self.step(c), carry)
+
+
+def _init_carry(problem: _problems.Problem, tx: optax.GradientTransformation, dtype) -> _Carry:
+  x0 = jnp.asarray(problem.x0, dtype)
+  zero = jnp.zeros((), dtype)
+  carry = _Carry(x0, tx.init(x0), jnp.asarray(problem.first_step, jnp.int32), zero, zero)
+  # Fresh buffers: the carry is donated, and no buffer may be donated twice.
+  return jax.tree.map(lambda a: jnp.array(a, copy=True), carry)
+
+
+def _avg(carry: _Carry, first_step: int) -> jax.Array:
+  done = (carry.t - first_step).astype(carry.regret.dtype)
+  return (carry.regret + carry.compensation) / done
+
+
+# ------------------------------------------------------------------ pure API
+
+
+def simulate(
+  problem: _problems.Problem,
+  tx: optax.GradientTransformation,
+  steps: int,
+  *,
+  key: jax.Array | None = None,
+  trace_every: int | None = None,
+  dtype: Any = jnp.float32,
+  unroll: int = 1,
+) -> Simulation:
+  r"""Returns the outcome of ``steps`` steps of ``tx`` on ``problem``, as a pure JAX function.
+
+  Traceable: call it under :func:`jax.jit` or :func:`jax.vmap` (over a key,
+  or over hyperparameters by building ``tx`` inside the mapped function).
+  ``steps``, ``trace_every`` and ``problem`` must be static. Each step
+  :math:`t` adds :math:`f_t(x_t) - f_t(x^*)` to the regret, then updates
+  :math:`x_{t+1} = \Pi_{[l, u]}(x_t + \mathrm{tx}(c_t))`.
+
+  Args:
+    problem: an :class:`OnlineProblem` or :class:`StochasticProblem`.
+    tx: any optax gradient transformation; its params are a scalar array.
+    steps: :math:`T`, a positive int.
+    key: a ``jax.random`` key (the stochastic problem's coins); None for
+      ``jax.random.key(0)``.
+    trace_every: record :math:`x` and :math:`R(t)/t` every this many steps;
+      None for no trace (the trace arrays then have length 0).
+    dtype: the dtype of :math:`x` and of the regret sums.
+    unroll: the inner scan's unroll factor.
+
+  Returns:
+    A :class:`Simulation`.
+
+  Examples:
+    >>> import jax, optax
+    >>> from amsgrad_optax import synthetic
+    >>> sim = jax.jit(synthetic.simulate, static_argnums=(0, 1, 2))(
+    ...     synthetic.online(), optax.sgd(0.0), 202)
+    >>> float(sim.x_final), float(sim.regret)  # x stays 0: 2 * 1010 - 200 * 10
+    (0.0, 20.0)
+  """
+  _check_problem(problem)
+  _check_tx(tx)
+  steps = _check_steps(steps, problem)
+  _check_trace_every(trace_every)
+  block = trace_every if trace_every is not None else min(steps, _DEFAULT_BLOCK)
+  key = jax.random.key(0) if key is None else key
+  stepper = _Stepper(problem, tx, key, unroll)
+  carry = _init_carry(problem, tx, dtype)
+  n_blocks, extra = divmod(steps, block)
+
+  def one_block(c, _):
+    c = stepper.steps(c, block)
+    return c, (c.x, _avg(c, problem.first_step))
+
+  carry, (xs, avgs) = jax.lax.scan(one_block, carry, None, length=n_blocks)
+  carry = stepper.steps(carry, extra)
+  if trace_every is None:
+    xs, avgs = xs[:0], avgs[:0]
+  total = carry.regret + carry.compensation
+  residual = carry.compensation - (total - carry.regret)
+  avg = total / jnp.asarray(steps, total.dtype)
+  return Simulation(carry.x, total, residual, avg, xs, avgs)
+
+
+# ------------------------------------------------------------------ host API
+
+
+@functools.lru_cache(maxsize=32)
+def _advance_fn(problem, tx, block: int, max_blocks: int, unroll: int):
+  """Returns a jitted ``(carry, key, n_blocks, n_extra) -> (carry, xs, avgs)``.
+
+  ``n_blocks <= max_blocks`` and ``n_extra < block`` are traced, so every
+  chunk of a run, the last one included, reuses one compilation.
+  """
+
+  def advance(carry: _Carry, key, n_blocks, n_extra):
+    stepper = _Stepper(problem, tx, key, unroll)
+    dtype = carry.x.dtype
+    xs = jnp.full((max_blocks,), jnp.nan, dtype)
+    avgs = jnp.full((max_blocks,), jnp.nan, dtype)
+
+    def one_block(j, val):
+      c, xs, avgs = val
+      c = stepper.steps(c, block)
+      return c, xs.at[j].set(c.x), avgs.at[j].set(_avg(c, problem.first_step))
+
+    carry, xs, avgs = jax.lax.fori_loop(0, n_blocks, one_block, (carry, xs, avgs))
+    carry = stepper.dynamic_steps(carry, n_extra)
+    return carry, xs, avgs
+
+  return jax.jit(advance, donate_argnums=0)
+
+
+def _progress_bar(total: int, label: str | None, enabled: bool):
+  if not enabled:
+    return contextlib.nullcontext(None)
+  try:
+    from tqdm.auto import tqdm
+  except ImportError:  # tqdm is a dependency, but a bar is not worth failing over.
+    return contextlib.nullcontext(None)
+  return tqdm(
+    total=total,
+    desc=label,
+    unit="step",
+    unit_scale=True,
+    leave=False,
+    file=sys.stderr,
+    dynamic_ncols=True,
+  )
+
+
+def run(
+  problem: _problems.Problem,
+  tx: optax.GradientTransformation,
+  steps: int,
+  *,
+  seed: int = 0,
+  key: jax.Array | None = None,
+  trace_every: int | None = None,
+  progress: bool = False,
+  label: str | None = None,
+  chunk_steps: int | None = None,
+  dtype: Any = jnp.float32,
+  unroll: int = 1,
+) -> RunResult:
+  r"""Returns the outcome of ``steps`` steps of ``tx`` on ``problem``, run compiled.
+
+  The run is one jitted nested ``lax.scan`` per chunk, with the carry
+  donated from chunk to chunk. Without a progress bar the whole run is one
+  chunk; with one, chunks of about ``chunk_steps`` steps let the bar move
+  while the next chunk is already queued. One compilation serves all the
+  chunks, and is cached for a later run of the same problem and ``tx``
+  object.
+
+  Args:
+    problem: an :class:`OnlineProblem` or :class:`StochasticProblem`.
+    tx: any optax gradient transformation.
+    steps: :math:`T`, a positive int.
+    seed: the seed of ``jax.random.key`` (the stochastic problem's coins).
+    key: a ``jax.random`` key, used instead of ``seed`` if given.
+    trace_every: record :math:`x` and :math:`R(t)/t` every this many steps
+      (and at the end); None for no trace.
+    progress: show a tqdm progress bar on stderr.
+    label: the bar's description.
+    chunk_steps: steps per compiled call when ``progress`` is on (default
+      :math:`2^{20}`, rounded to whole blocks).
+    dtype: the dtype of :math:`x` and the regret sums (float64 needs
+      ``jax_enable_x64``).
+    unroll: the inner scan's unroll factor.
+
+  Returns:
+    A :class:`RunResult`.
+
+  Examples:
+    >>> from amsgrad_optax import synthetic
+    >>> tx = synthetic.make_optimizer("amsgrad", 1e-2, 0.9, 0.99)
+    >>> res = synthetic.run(synthetic.online(), tx, 1000, trace_every=250)
+    >>> res.trace.t.tolist()
+    [250, 500, 750, 1000]
+    >>> bool(res.x_final < 0)
+    True
+  """
+  _check_problem(problem)
+  _check_tx(tx)
+  steps = _check_steps(steps, problem)
+  _check_trace_every(trace_every)
+  if chunk_steps is not None and (isinstance(chunk_steps, bool) or int(chunk_steps) < 1):
+    raise ValueError(f"chunk_steps must be a positive int, got {chunk_steps!r}")
+  block = trace_every if trace_every is not None else min(steps, _DEFAULT_BLOCK)
+  total_blocks, extra = divmod(steps, block)
+  if progress:
+    chunk_blocks = max(1, (chunk_steps or _DEFAULT_CHUNK) // block)
+  else:
+    chunk_blocks = total_blocks
+  chunk_blocks = max(1, min(chunk_blocks, total_blocks))
+
+  key = _as_key(seed, key)
+  carry = _init_carry(problem, tx, dtype)
+  fn = _advance_fn(problem, tx, block, chunk_blocks, unroll)
+  t0 = time.perf_counter()
+  compiled = fn.lower(carry, key, np.int32(0), np.int32(0)).compile()
+  compile_seconds = time.perf_counter() - t0
+
+  chunks: list[tuple[int, int, jax.Array, jax.Array]] = []
+  remaining = total_blocks
+  t0 = time.perf_counter()
+  with _progress_bar(steps, label, progress) as bar:
+    while True:
+      nb = min(chunk_blocks, remaining)
+      remaining -= nb
+      ne = extra if remaining == 0 else 0
+      carry, xs, avgs = compiled(carry, key, np.int32(nb), np.int32(ne))
+      chunks.append((nb, ne, xs, avgs))
+      if bar is not None and len(chunks) >= 2:
+        # Wait for the previous chunk only: the current one is already queued.
+        prev = chunks[-2]
+        prev[2].block_until_ready()
+        bar.update(prev[0] * block + prev[1])
+      if remaining == 0:
+        break
+    jax.block_until_ready(carry)
+    if bar is not None:
+      bar.update(chunks[-1][0] * block + chunks[-1][1])
+  seconds = time.perf_counter() - t0
+
+  regret = float(carry.regret) + float(carry.compensation)
+  x_final = float(carry.x)
+  trace = None
+  if trace_every is not None:
+    xs = np.concatenate([np.asarray(c[2])[: c[0]] for c in chunks])
+    avgs = np.concatenate([np.asarray(c[3])[: c[0]] for c in chunks])
+    ts = np.arange(1, total_blocks + 1, dtype=np.int64) * block
+    if extra:
+      ts = np.append(ts, steps)
+      xs = np.append(xs, np.asarray(x_final, xs.dtype))
+      avgs = np.append(avgs, np.asarray(regret / steps, avgs.dtype))
+    trace = Trace(ts, xs, avgs)
+  return RunResult(
+    x_final=x_final,
+    avg_regret=regret / steps,
+    regret=regret,
+    steps=steps,
+    seconds=seconds,
+    compile_seconds=compile_seconds,
+    trace=trace,
+  )
