@@ -232,7 +232,9 @@ class _Stepper:
     if not self.problem.stochastic:
       return jax.lax.fori_loop(0, n, lambda _, c: self.step(c), carry)
     carry = jax.lax.fori_loop(0, n // _DRAW_BLOCK, lambda _, c: self.steps(c, _DRAW_BLOCK), carry)
-    return jax.lax.fori_loop(0, n % _DRAW_BLOCK, lambda _, c: self.step(c), carry)
+    # The last few steps take their coins from one more block drawn at once.
+    coefs = self._coefs(carry.t, _DRAW_BLOCK, carry.x.dtype)
+    return jax.lax.fori_loop(0, n % _DRAW_BLOCK, lambda i, c: self.step(c, coefs[i]), carry)
 
 
 def _init_carry(problem: _problems.Problem, tx: optax.GradientTransformation, dtype) -> _Carry:
@@ -406,12 +408,13 @@ def run(
 
   Examples:
     >>> from amsgrad_optax import synthetic
-    >>> tx = synthetic.make_optimizer("amsgrad", 1e-2, 0.9, 0.99)
-    >>> res = synthetic.run(synthetic.online(), tx, 1000, trace_every=250)
-    >>> res.trace.t.tolist()
-    [250, 500, 750, 1000]
-    >>> bool(res.x_final < 0)
-    True
+    >>> problem = synthetic.online()
+    >>> adam = synthetic.run(problem, synthetic.make_optimizer("adam"), 20_200)
+    >>> ams = synthetic.run(problem, synthetic.make_optimizer("amsgrad"), 20_200, trace_every=5050)
+    >>> adam.x_final, round(ams.x_final, 2)  # Adam at the worst point; AMSGrad heading to -1
+    (1.0, -0.14)
+    >>> ams.trace.t.tolist(), [round(float(x), 2) for x in ams.trace.x]
+    ([5050, 10100, 15150, 20200], [-0.02, -0.06, -0.1, -0.14])
   """
   _check_problem(problem)
   _check_tx(tx)

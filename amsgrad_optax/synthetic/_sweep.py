@@ -29,12 +29,9 @@ def _check_grid(grid: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
     arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
     if arr.ndim != 1 or arr.size == 0:
       raise ValueError(f"grid[{name!r}] must be a non-empty 1-D sequence, got {values!r}")
-    if name == "learning_rate":
-      _validation.check_range(name, arr, low=0.0)
-    elif name in ("b1", "b2"):
-      _validation.check_range(name, arr, low=0.0, high=1.0)
-    else:
-      _validation.check_range(name, arr, low=0.0)
+    high = 1.0 if name in ("b1", "b2") else np.inf
+    for v in arr.tolist():
+      _validation.check_range(name, v, low=0.0, high=high)
     out[name] = arr
   return out
 
@@ -94,9 +91,10 @@ def sweep(
 
   Examples:
     >>> from amsgrad_optax import synthetic
-    >>> table = synthetic.sweep(synthetic.online(), 2000, {"b2": [0.9, 0.999]}, shard=False)
-    >>> table["b2"].tolist(), [bool(x > 0) for x in table["x_final"]]
-    ([0.9, 0.999], [True, False])
+    >>> grid = {"b1": [0.0, 0.9], "b2": [0.99, 0.999]}
+    >>> adam = synthetic.sweep(synthetic.online(), 20_200, grid, optimizer="adam", shard=False)
+    >>> [(r["b1"], r["b2"], round(r["x_final"], 2)) for r in synthetic.table_rows(adam)]
+    [(0.0, 0.99, 1.0), (0.0, 0.999, 0.42), (0.9, 0.99, 1.0), (0.9, 0.999, 0.28)]
   """
   _runner._check_problem(problem)
   steps = _runner._check_steps(steps, problem)
