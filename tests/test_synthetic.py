@@ -178,7 +178,7 @@ def test_theorem1_adam_ends_at_the_worst_point_and_amsgrad_at_the_optimum():
 
 def test_online_1e5_steps_adam_rises_amsgrad_falls_as_float64_loops():
   problem = synthetic.online()
-  steps, every = 100_000, 101 * 99  # trace at whole periods: the same phase each time
+  steps, every = 100_000, 101 * 40  # trace at whole periods: the same phase each time
   coefs = online_coefs(problem, steps)
   got = {}
   for name in ("adam", "amsgrad:pytorch", "amsgrad:optax"):
@@ -194,9 +194,10 @@ def test_online_1e5_steps_adam_rises_amsgrad_falls_as_float64_loops():
   assert got["amsgrad:optax"][1] == pytest.approx(-0.15330, abs=1e-3)
   assert ams_pt.x_final == pytest.approx(-0.79938, abs=1e-3)
   assert ams_ox.x_final == pytest.approx(-0.15330, abs=1e-3)
-  # At whole periods, Adam sits at the worst point +1 and AMSGrad goes down.
+  # At whole periods Adam climbs to the worst point +1 and stays; AMSGrad goes down.
   periods = adam.trace.t % 101 == 0
-  assert np.all(adam.trace.x[periods] == 1.0)
+  adam_x = adam.trace.x[periods]
+  assert np.all(np.diff(adam_x) >= 0) and adam_x[0] < 1.0 and np.all(adam_x[2:] == 1.0)
   for res in (ams_pt, ams_ox):
     assert np.all(np.diff(res.trace.x[periods]) < 0)
   assert ams_pt.avg_regret < adam.avg_regret
@@ -344,8 +345,8 @@ def test_sweep_over_seeds_equals_runs_per_seed():
 def test_sweep_finds_where_adam_fails():
   problem = synthetic.online()
   grid = {"b1": [0.0, 0.9], "b2": [0.9, 0.99]}
-  adam = synthetic.sweep(problem, 20_000, grid, optimizer="adam")
-  ams = synthetic.sweep(problem, 20_000, grid, optimizer="amsgrad")
+  adam = synthetic.sweep(problem, 10_000, grid, optimizer="adam")
+  ams = synthetic.sweep(problem, 10_000, grid, optimizer="amsgrad")
   assert np.all(adam["x_final"] > 0.9)
   assert np.all(ams["x_final"] < 0)
 
@@ -357,8 +358,9 @@ def test_sweep_sharded_over_8_devices_equals_unsharded():
   problem = synthetic.stochastic(probability=0.05)
   # 6 configs x 2 seeds = 12: padded to 16 over the 8 devices.
   grid = {"b1": [0.0, 0.5, 0.9], "b2": [0.9, 0.99]}
-  sharded = synthetic.sweep(problem, 800, grid, optimizer="amsgrad", seeds=[0, 1], shard=True)
-  single = synthetic.sweep(problem, 800, grid, optimizer="amsgrad", seeds=[0, 1], shard=False)
+  kw = {"optimizer": "amsgrad", "seeds": [0, 1], "unroll": 1}
+  sharded = synthetic.sweep(problem, 800, grid, shard=True, **kw)
+  single = synthetic.sweep(problem, 800, grid, shard=False, **kw)
   assert len(sharded["x_final"]) == 12
   np.testing.assert_allclose(sharded["x_final"], single["x_final"], rtol=0, atol=1e-6)
   np.testing.assert_allclose(sharded["avg_regret"], single["avg_regret"], rtol=1e-6)

@@ -13,6 +13,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from amsgrad_optax import _validation
 from amsgrad_optax.synthetic import _optimizers, _problems, _runner
+from amsgrad_optax.synthetic._runner import DEFAULT_UNROLL
 
 #: The hyperparameters a sweep can vary, as :func:`make_optimizer` names them.
 HYPERPARAMETERS: tuple[str, ...] = ("learning_rate", "b1", "b2", "eps")
@@ -56,7 +57,7 @@ def sweep(
   convention: str = "pytorch",
   lr_schedule: str = "constant",
   shard: bool | None = None,
-  unroll: int = 1,
+  unroll: int = DEFAULT_UNROLL,
 ) -> dict[str, np.ndarray]:
   r"""Returns the final point and average regret of every config of a grid, run as one call.
 
@@ -82,7 +83,8 @@ def sweep(
     lr_schedule: ``"constant"`` or ``"inverse-sqrt"``, for named optimizers.
     shard: split the configs over the devices: None for "when there is more
       than one", True or False to force.
-    unroll: the inner scan's unroll factor.
+    unroll: the inner scan's unroll factor; the default 4 is the fastest
+      measured on CPU.
 
   Returns:
     A dict of equal-length NumPy arrays, one row per run: a column per name
