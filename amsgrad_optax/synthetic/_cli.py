@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     type=_positive_int,
     default=None,
     metavar="K",
-    help=f"record x_t and R(t)/t every K steps for --plot (default: steps/{_PLOT_POINTS})",
+    help=f"record x_t and R(t)/t every K steps for --plot (default: about "
+    f"steps/{_PLOT_POINTS}, a whole number of periods for online problems)",
   )
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   g = p.add_argument_group(
@@ -246,6 +247,11 @@ def _single_runs(args, problem, hp, out) -> dict[str, Any]:
   trace_every = args.trace_every
   if args.plot is not None and trace_every is None:
     trace_every = max(1, args.steps // _PLOT_POINTS)
+    period = getattr(problem, "period", 1)
+    if trace_every >= period:
+      # Whole periods: every point at the same phase, so the curve shows the
+      # drift of x_t rather than an alias of its within-period sawtooth.
+      trace_every -= trace_every % period
   if args.plot is not None:
     # Fail on a missing matplotlib before the runs, not after them.
     try:
