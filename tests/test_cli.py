@@ -139,6 +139,7 @@ def test_bad_input_exits_with_one_line(args, needle):
     (["--sweep", "--plot", "x.png"], "cannot be combined with --sweep"),
     (["--problem", "theorem1", "--theorem1-c", "1"], "c must be > 2"),
     (["--seed", "-1"], "argument --seed: must be an integer in [0, 2**31)"),
+    (["--plot", "/no/such/folder/f.png"], "--plot: the folder '/no/such/folder' does not exist"),
   ],
 )
 def test_bad_input_in_process(args, needle, capsys):

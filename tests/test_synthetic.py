@@ -141,8 +141,9 @@ def test_stochastic_seeds_give_different_coins_and_key_overrides_seed():
   r0 = synthetic.run(problem, tx, 200, seed=0)
   r1 = synthetic.run(problem, tx, 200, seed=1)
   rk = synthetic.run(problem, tx, 200, seed=0, key=jax.random.key(1))
+  legacy = synthetic.run(problem, tx, 200, key=jax.random.PRNGKey(1))  # raw uint32 key
   # With x fixed at 0, R(T) = sum_t c_t (0 - x*) = sum of the coins' coefficients.
-  for seed, res in ((0, r0), (1, r1), (1, rk)):
+  for seed, res in ((0, r0), (1, r1), (1, rk), (1, legacy)):
     assert res.regret == pytest.approx(stochastic_coefs(problem, 200, seed).sum(), rel=1e-6)
   assert r0.regret != r1.regret
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -253,11 +254,14 @@ def _single_runs(args, problem, hp, out) -> dict[str, Any]:
       # drift of x_t rather than an alias of its within-period sawtooth.
       trace_every -= trace_every % period
   if args.plot is not None:
-    # Fail on a missing matplotlib before the runs, not after them.
+    # Fail on a missing matplotlib or folder before the runs, not after them.
     try:
       import matplotlib  # noqa: F401
     except ImportError:
       raise ImportError("--plot needs matplotlib: pip install 'amsgrad-optax[plot]'") from None
+    folder = os.path.dirname(os.path.abspath(args.plot))
+    if not os.path.isdir(folder):
+      raise ValueError(f"--plot: the folder {folder!r} does not exist")
   results: dict[str, _runner.RunResult] = {}
   for label, _, _ in runs:
     results[label] = _runner.run(
@@ -393,7 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv: the arguments, without the program name; None for ``sys.argv[1:]``.
 
   Returns:
-    0 on success; 2 for bad arguments, 1 for a missing optional package.
+    0 on success; 2 for bad arguments; 1 for a missing optional package or
+    a file that cannot be written.
   """
   parser = build_parser()
   args = parser.parse_args(argv)
@@ -427,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       body = _single_runs(args, problem, hp, out)
   except (ValueError, TypeError) as e:
     parser.exit(2, f"{PROG}: error: {_one_line(e)}\n")
-  except ImportError as e:
+  except (ImportError, OSError) as e:
     parser.exit(1, f"{PROG}: error: {_one_line(e)}\n")
   if args.json:
     json.dump({**header, **body}, out, indent=2)

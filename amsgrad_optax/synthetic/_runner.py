@@ -148,9 +148,12 @@ def _check_tx(tx: Any) -> None:
 
 
 def _as_key(seed: int | None, key: jax.Array | None) -> jax.Array:
-  if key is not None:
-    return key
-  return jax.random.key(0 if seed is None else seed)
+  """Returns a typed ``jax.random`` key: ``key`` (a legacy uint32 key is wrapped), or one from ``seed``."""
+  if key is None:
+    return jax.random.key(0 if seed is None else seed)
+  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    return jax.random.wrap_key_data(key)
+  return key
 
 
 # ------------------------------------------------------------------ the step
@@ -326,7 +329,7 @@ def simulate(
   steps = _check_steps(steps, problem)
   _check_trace_every(trace_every)
   block = trace_every if trace_every is not None else min(steps, _DEFAULT_BLOCK)
-  key = jax.random.key(0) if key is None else key
+  key = _as_key(0, key)
   stepper = _Stepper(problem, tx, key, unroll)
   carry = _init_carry(problem, tx, dtype)
   n_blocks, extra = divmod(steps, block)
@@ -348,7 +351,6 @@ def simulate(
 # ------------------------------------------------------------------ host API
 
 
-@functools.lru_cache(maxsize=32)
 def _advance_fn(problem, tx, block: int, max_blocks: int, unroll: int):
   """Returns a jitted ``(carry, key, n_blocks, n_extra) -> (carry, xs, avgs)``.
 
@@ -372,6 +374,17 @@ def _advance_fn(problem, tx, block: int, max_blocks: int, unroll: int):
     return carry, xs, avgs
 
   return jax.jit(advance, donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_advance(
+  problem, tx, block: int, max_blocks: int, unroll: int, dtype, key_shape, key_dtype
+):
+  """Returns :func:`_advance_fn` compiled ahead of time for a carry of ``dtype``."""
+  carry = jax.eval_shape(lambda: _init_carry(problem, tx, dtype))
+  key = jax.ShapeDtypeStruct(key_shape, key_dtype)
+  i32 = jax.ShapeDtypeStruct((), jnp.int32)
+  return _advance_fn(problem, tx, block, max_blocks, unroll).lower(carry, key, i32, i32).compile()
 
 
 def _progress_bar(total: int, label: str | None, enabled: bool):
@@ -463,9 +476,10 @@ def run(
 
   key = _as_key(seed, key)
   carry = _init_carry(problem, tx, dtype)
-  fn = _advance_fn(problem, tx, block, chunk_blocks, unroll)
   t0 = time.perf_counter()
-  compiled = fn.lower(carry, key, np.int32(0), np.int32(0)).compile()
+  compiled = _compiled_advance(
+    problem, tx, block, chunk_blocks, unroll, carry.x.dtype, key.shape, key.dtype
+  )
   compile_seconds = time.perf_counter() - t0
 
   chunks: list[tuple[int, int, jax.Array, jax.Array]] = []

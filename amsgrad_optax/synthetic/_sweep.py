@@ -66,7 +66,9 @@ def sweep(
   all). Hyperparameters not in ``grid`` take ``defaults``. All configs run
   in one ``jax.jit(jax.vmap(...))`` call; with more than one device (and
   ``shard`` not False) the config axis is split over a 1-D mesh of all
-  devices, padding it to a multiple of their number.
+  devices, padding it to a multiple of their number. Hyperparameters enter
+  the run as float32 arrays (the table shows them as given), so a config
+  matches :func:`run` with the same values as float32 arrays.
 
   Args:
     problem: an :class:`OnlineProblem` or :class:`StochasticProblem`.
