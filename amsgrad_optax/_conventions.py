@@ -192,10 +192,33 @@ def one_minus_power(
   if not _is_concrete_one(decay):
     # prod b lambda^(i-1) = b^t lambda^(t(t-1)/2).
     exponent = exponent + (0.5 * tf * (tf - 1.0)) * _log(decay, dtype)
-  # At t = 1 the value is 1 - b itself; -expm1(log b) would be an ulp or two
+  # At t = 1 the value is 1 - b itself; 1 - exp(log b) would be an ulp or two
   # off, since log b is rounded first.
   first = (1.0 - b) if isinstance(b, (int, float)) else 1 - as_float(b)
-  return jnp.where(jnp.asarray(t) == 1, jnp.asarray(first, dtype), -jnp.expm1(exponent))
+  return jnp.where(jnp.asarray(t) == 1, jnp.asarray(first, dtype), _one_minus_exp(exponent))
+
+
+#: 1/(n+1)! for n = 6, ..., 0: the Taylor coefficients of (1 - e^x)/(-x).
+_TAYLOR = tuple(1.0 / math.factorial(n + 1) for n in range(6, -1, -1))
+
+
+def _one_minus_exp(x: jax.Array) -> jax.Array:
+  """Returns ``1 - exp(x)`` for ``x <= 0``, as ``-expm1(x)`` but cheaper in float32.
+
+  In float32: near 0, where ``1 - exp(x)`` cancels, a degree-6 Taylor polynomial
+  (its remainder below 2e-8 for ``x > -0.35``); below, ``1 - exp(x)`` itself,
+  whose rounding is then under 2e-7 of the result. That is more accurate than
+  XLA's CPU ``expm1`` (3.4e-7) and, in a per-step scan, much cheaper: that
+  ``expm1`` is an out-of-line call, this an inline ``exp`` and six
+  multiply-adds. Wider dtypes keep ``expm1``, whose accuracy the polynomial
+  would not reach.
+  """
+  if x.dtype != jnp.float32:
+    return -jnp.expm1(x)
+  p = jnp.asarray(_TAYLOR[0], x.dtype)
+  for c in _TAYLOR[1:]:
+    p = p * x + jnp.asarray(c, x.dtype)
+  return jnp.where(x > -0.35, -x * p, 1.0 - jnp.exp(x))
 
 
 def _log(x: jax.typing.ArrayLike, dtype) -> jax.Array:

@@ -1,0 +1,108 @@
+"""The optimizers the experiments compare, by name, with one set of hyperparameters."""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from amsgrad_optax import _alias, _conventions, _schedules, _validation
+
+#: The optimizer names accepted by :func:`make_optimizer` and the command line.
+OPTIMIZERS: tuple[str, ...] = ("adam", "amsgrad", "adamnc", "sgd")
+
+#: The learning-rate schedules accepted by :func:`make_optimizer`.
+LR_SCHEDULES: tuple[str, ...] = ("constant", "inverse-sqrt")
+
+
+def _with_standard_promotion(
+  tx: optax.GradientTransformation,
+) -> optax.GradientTransformation:
+  """Returns ``tx`` with its update traced under standard dtype promotion.
+
+  The bias corrections of ``optax.adam`` (and of the ``"keras"`` and
+  ``"optax"`` AMSGrad conventions, which evaluate optax's expression) raise
+  a float ``b`` to the int32 step count, which
+  ``jax_numpy_dtype_promotion="strict"`` rejects; standard promotion gives
+  the float32 power those libraries compute. The problem's own arithmetic,
+  outside the update, stays under the caller's promotion rules.
+  """
+
+  def update_fn(updates, state, params=None):
+    with jax.numpy_dtype_promotion("standard"):
+      return tx.update(updates, state, params)
+
+  return optax.GradientTransformation(tx.init, update_fn)
+
+
+def make_optimizer(
+  name: str,
+  learning_rate: jax.typing.ArrayLike = 1e-2,
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.99,
+  eps: jax.typing.ArrayLike = 1e-8,
+  *,
+  convention: str = "pytorch",
+  lr_schedule: str = "constant",
+) -> optax.GradientTransformation:
+  r"""Returns the optimizer called ``name`` with the given hyperparameters.
+
+  ========== ================================================================
+  ``name``   optimizer
+  ========== ================================================================
+  adam       ``optax.adam(learning_rate, b1, b2, eps)``
+  amsgrad    ``amsgrad_optax.amsgrad(learning_rate, b1, b2, eps, convention=convention)``
+  adamnc     ``amsgrad_optax.adamnc(learning_rate, b1, eps)`` (``b2`` unused)
+  sgd        ``optax.sgd(learning_rate)`` (``b1``, ``b2``, ``eps`` unused)
+  ========== ================================================================
+
+  Hyperparameters may be JAX arrays (so that :func:`jax.vmap` can sweep
+  them); concrete values are checked.
+
+  Args:
+    name: one of :data:`OPTIMIZERS`.
+    learning_rate: the step size :math:`\alpha`, >= 0.
+    b1: the first-moment decay, in [0, 1).
+    b2: the second-moment decay, in [0, 1).
+    eps: the denominator's epsilon, >= 0.
+    convention: the AMSGrad convention, one of
+      :data:`amsgrad_optax.CONVENTIONS` (used by ``"amsgrad"`` only, but
+      always checked).
+    lr_schedule: ``"constant"``, or ``"inverse-sqrt"`` for the paper's
+      :math:`\alpha_t = \alpha/\sqrt{t}`.
+
+  Returns:
+    An :class:`optax.GradientTransformation`.
+
+  Raises:
+    ValueError: for an unknown name, convention or schedule, or a
+      hyperparameter out of range.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from amsgrad_optax import synthetic
+    >>> tx = synthetic.make_optimizer("sgd", learning_rate=0.5)
+    >>> u, _ = tx.update(jnp.float32(2.0), tx.init(jnp.float32(0.0)))
+    >>> float(u)
+    -1.0
+  """
+  if name not in OPTIMIZERS:
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+  _conventions.get_convention(convention)
+  if lr_schedule not in LR_SCHEDULES:
+    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+  _validation.check_learning_rate(learning_rate)
+  _validation.check_range("b1", b1, low=0.0, high=1.0)
+  _validation.check_range("b2", b2, low=0.0, high=1.0)
+  _validation.check_range("eps", eps, low=0.0)
+  lr = learning_rate
+  if lr_schedule == "inverse-sqrt":
+    lr = _schedules.inverse_sqrt_schedule(learning_rate)
+  if name == "adam":
+    tx = optax.adam(lr, b1, b2, eps)
+  elif name == "amsgrad":
+    tx = _alias.amsgrad(lr, b1, b2, eps, convention=convention)
+  elif name == "adamnc":
+    tx = _alias.adamnc(lr, b1, eps)
+  else:
+    tx = optax.sgd(lr)
+  return _with_standard_promotion(tx)
