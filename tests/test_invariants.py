@@ -36,7 +36,9 @@ def test_nu_max_never_decreases_and_bounds_nu(grads, b1, b2, convention):
   _, s = _states(amsgrad_optax.scale_by_amsgrad(b1, b2, convention=convention), grads)
   assert np.all(np.diff(s.nu_max, axis=0) >= 0)
   if convention != "optax":  # there nu_max bounds nu / c2 >= nu
-    assert np.all(s.nu_max >= s.nu)
+    # Up to float32 round-off: XLA on CPU evaluates nu once for the stored state and again
+    # inside the fused max, and may contract g*g + nu into an FMA in only one of them.
+    assert np.all(s.nu_max >= s.nu * np.float32(1 - 4e-7))
 
 
 @SETTINGS
