@@ -6,6 +6,8 @@ from amsgrad_optax._conventions import CONVENTIONS as CONVENTIONS
 from amsgrad_optax._conventions import Convention as Convention
 from amsgrad_optax._conventions import get_convention as get_convention
 from amsgrad_optax._schedules import inverse_sqrt_schedule as inverse_sqrt_schedule
+from amsgrad_optax._sharding import shard_state as shard_state
+from amsgrad_optax._sharding import state_sharding as state_sharding
 from amsgrad_optax._transform import ScaleByAdamncState as ScaleByAdamncState
 from amsgrad_optax._transform import ScaleByAmsgradState as ScaleByAmsgradState
 from amsgrad_optax._transform import scale_by_adamnc as scale_by_adamnc
@@ -24,4 +26,6 @@ __all__ = (
   "inverse_sqrt_schedule",
   "scale_by_adamnc",
   "scale_by_amsgrad",
+  "shard_state",
+  "state_sharding",
 )
