@@ -23,9 +23,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import amsgrad_optax
 
 
 def make_problem(seed: int = 0, n: int = 256, d: int = 32, h: int = 64, k: int = 8):
@@ -44,15 +50,13 @@ def make_problem(seed: int = 0, n: int = 256, d: int = 32, h: int = 64, k: int =
 
 
 def loss_fn(params, x, y):
-  import jax.numpy as jnp
-
   hidden = jnp.tanh(x @ params["w1"] + params["b1"][None, :])
   pred = hidden @ params["w2"] + params["b2"][None, :]
   return jnp.mean((pred - y) ** 2)
 
 
 def train(
-  mesh: Any,
+  mesh: Mesh,
   x_local: np.ndarray,
   y_local: np.ndarray,
   global_batch: int,
@@ -65,13 +69,6 @@ def train(
 
   Returns the final params (as NumPy) and the final loss.
   """
-  import jax
-  import optax
-  from jax.sharding import NamedSharding
-  from jax.sharding import PartitionSpec as P
-
-  import amsgrad_optax
-
   replicated = NamedSharding(mesh, P())
   rows = NamedSharding(mesh, P("data"))
   tx = amsgrad_optax.amsgrad(learning_rate)
@@ -148,8 +145,6 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--learning-rate", type=float, default=1e-2)
   parser.add_argument("--out", default=None, help="write the final params here (.npz)")
   args = parser.parse_args(argv)
-
-  import jax
 
   # CPU collectives between processes; GPUs and TPUs use their own (NCCL, ICI).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
