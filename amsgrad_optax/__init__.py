@@ -10,6 +10,8 @@ from amsgrad_optax._diagnostics import diagnostics as diagnostics
 from amsgrad_optax._robust import SkipNonfiniteState as SkipNonfiniteState
 from amsgrad_optax._robust import skip_nonfinite as skip_nonfinite
 from amsgrad_optax._schedules import inverse_sqrt_schedule as inverse_sqrt_schedule
+from amsgrad_optax._sharding import shard_state as shard_state
+from amsgrad_optax._sharding import state_sharding as state_sharding
 from amsgrad_optax._transform import ScaleByAdamncState as ScaleByAdamncState
 from amsgrad_optax._transform import ScaleByAmsgradState as ScaleByAmsgradState
 from amsgrad_optax._transform import scale_by_adamnc as scale_by_adamnc
@@ -31,5 +33,7 @@ __all__ = (
   "restore_state",
   "scale_by_adamnc",
   "scale_by_amsgrad",
+  "shard_state",
   "skip_nonfinite",
+  "state_sharding",
 )
