@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import jax
@@ -262,3 +263,68 @@ def test_bias_corrections_are_accurate_where_one_minus_power_is_tiny():
     t = a + np.arange(1, k_len + 1)
     want = 1 - b64[None, :] ** t[:, None]
     np.testing.assert_allclose(got[:, li, :], want, rtol=2e-6)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _cli_json(capsys, *argv):
+  from amsgrad_optax.synthetic import _cli
+
+  assert _cli.main([*argv, "--json", "--quiet"]) == 0
+  return json.loads(capsys.readouterr().out)
+
+
+def test_cli_runs_the_grid_of_multi_valued_hyperparameters(capsys):
+  steps = 2020
+  out = _cli_json(
+    capsys,
+    "--optimizer",
+    "adam",
+    "--b1",
+    "0",
+    "0.9",
+    "--b2",
+    "0.9",
+    "0.999",
+    "--lr",
+    "0.05",
+    "--steps",
+    str(steps),
+  )
+  assert out["grid"] == {"b1": [0.0, 0.9], "b2": [0.9, 0.999]}
+  assert out["seconds"] > 0 and set(out["grid_seconds"]) == {"adam"}
+  got = [(r["b1"], r["b2"], r["learning_rate"]) for r in out["sweep"]]
+  assert got == [(0.0, 0.9, 0.05), (0.0, 0.999, 0.05), (0.9, 0.9, 0.05), (0.9, 0.999, 0.05)]
+  problem = synthetic.online()
+  coefs = coefficients(problem, steps)
+  for row in out["sweep"]:
+    x_ref, avg_ref = ref_run(coefs, problem, "adam", lr=0.05, b1=row["b1"], b2=row["b2"])
+    assert row["x_final"] == pytest.approx(x_ref, abs=X_TOL)
+    assert row["avg_regret"] == pytest.approx(avg_ref, rel=REL_REGRET)
+
+
+def test_cli_engines_agree(capsys):
+  argv = ("--optimizer", "amsgrad", "--convention", "keras", "--steps", "3030")
+  fast = _cli_json(capsys, *argv, "--engine", "fast")["results"][0]
+  scan = _cli_json(capsys, *argv, "--engine", "scan")["results"][0]
+  assert fast["x_final"] == pytest.approx(scan["x_final"], abs=5e-4)
+  assert fast["avg_regret"] == pytest.approx(scan["avg_regret"], rel=1e-4)
+
+
+@pytest.mark.parametrize(
+  ("argv", "message"),
+  [
+    (["--lr", "0.1", "0.2", "--sweep-lr", "0.3"], "--lr has several values"),
+    (["--engine", "fast", "--plot", "x.png"], "engine='fast' cannot run this"),
+    (["--engine", "warp"], "invalid choice: 'warp'"),
+  ],
+)
+def test_cli_rejects_bad_engine_and_grid_flags(capsys, tmp_path, argv, message):
+  from amsgrad_optax.synthetic import _cli
+
+  argv = [a if a != "x.png" else str(tmp_path / "x.png") for a in argv]
+  with pytest.raises(SystemExit) as exc:
+    _cli.main([*argv, "--steps", "100", "--quiet"])
+  assert exc.value.code == 2
+  assert message in capsys.readouterr().err
