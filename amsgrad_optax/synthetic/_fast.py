@@ -121,42 +121,51 @@ def _add_double(hi, lo, b_hi, b_lo):
   return new_hi, err - (new_hi - s)
 
 
+# The lanes are joined in order by short sequential scans over L (rows of B):
+# a few microseconds per chunk, and far less to compile than log-depth
+# associative scans.
+
+
 def _sum_double(hi: jax.Array, lo: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Returns the double-word sum of the pairs ``(hi[i], lo[i])``, as a pairwise tree."""
-  while hi.shape[0] > 1:
-    if hi.shape[0] % 2:
-      hi = jnp.concatenate([hi, jnp.zeros_like(hi[:1])])
-      lo = jnp.concatenate([lo, jnp.zeros_like(lo[:1])])
-    hi, lo = _add_double(hi[0::2], lo[0::2], hi[1::2], lo[1::2])
-  return hi[0], lo[0]
+  """Returns the double-word sum of the lanes' pairs ``(hi[l], lo[l])``."""
+
+  def add(c, pair):
+    return _add_double(*c, *pair), None
+
+  zero = jnp.zeros_like(hi[0])
+  out, _ = jax.lax.scan(add, (zero, zero), (hi, lo))
+  return out
 
 
-def _exclusive(prefix: jax.Array, first: jax.Array) -> jax.Array:
-  """Shifts an inclusive prefix (lanes on axis 0) down one lane, putting ``first`` in lane 0."""
-  return jnp.concatenate([first[None], prefix[:-1]])
+def _exclusive_max(lane_max: jax.Array, start: jax.Array) -> jax.Array:
+  """Returns, for each lane, the maximum of ``start`` and the lanes before it."""
+
+  def step(c, x):
+    return jnp.maximum(c, x), c
+
+  _, out = jax.lax.scan(step, start, lane_max)
+  return out
 
 
 def _affine_starts(a: jax.Array, local_end: jax.Array, start: jax.Array) -> jax.Array:
   """Returns each lane's starting value of ``y -> a * y + local_end[l]``, lanes in order from ``start``."""
 
-  def compose(p, q):
-    return q[0] * p[0], q[0] * p[1] + q[1]
+  def step(y, end):
+    return a * y + end, y
 
-  a_vec = jnp.broadcast_to(a, local_end.shape)
-  mul, add = jax.lax.associative_scan(compose, (a_vec, local_end))
-  return _exclusive(mul * start[None] + add, start)
+  _, out = jax.lax.scan(step, start, local_end)
+  return out
 
 
 def _clip_starts(shift: jax.Array, low: jax.Array, high: jax.Array, start: jax.Array) -> jax.Array:
   """Returns each lane's starting point, the lanes' clamp-shift maps applied in order from ``start``."""
 
-  def compose(p, q):
-    a1, l1, h1 = p
-    a2, l2, h2 = q
-    return a1 + a2, jnp.clip(l1 + a2, l2, h2), jnp.clip(h1 + a2, l2, h2)
+  def step(x, lane):
+    a, lo, hi = lane
+    return jnp.clip(x + a, lo, hi), x
 
-  a, lo, hi = jax.lax.associative_scan(compose, (shift, low, high))
-  return _exclusive(jnp.clip(start[None] + a, lo, hi), start)
+  _, out = jax.lax.scan(step, start, (shift, low, high))
+  return out
 
 
 def _expm1_table(b: jax.Array, k_len: int) -> jax.Array:
@@ -231,14 +240,14 @@ def _chunk(state: FastState, t0: jax.Array, hp: dict[str, jax.Array], ctx) -> Fa
 
     (m_end, v_end), _ = jax.lax.scan(local, (zeros, zeros), g)
     # 2. The lanes' true starting moments.
-    m_in = _affine_starts(b1[0] ** k_len, m_end, state.m)
+    m_in = _affine_starts(b1[0, 0] ** k_len, m_end, state.m)
     if name == "adamnc":
       # v is the running mean of g^2: lanes start from the running sum.
       done = base.astype(dtype)[:, None]
       sums = _affine_starts(one, v_end, state.v * t0.astype(dtype))
       v_in = jnp.where(done > 0, sums / jnp.maximum(done, one), jnp.zeros_like(sums))
     else:
-      v_in = _affine_starts(b2[0] ** k_len, v_end, state.v)
+      v_in = _affine_starts(b2[0, 0] ** k_len, v_end, state.v)
     bc1 = _one_minus_powers(hp["b1"], base, tables[0]) if tables else None
     bc2 = _one_minus_powers(hp["b2"], base, tables[1]) if tables else None
 
@@ -259,8 +268,7 @@ def _chunk(state: FastState, t0: jax.Array, hp: dict[str, jax.Array], ctx) -> Fa
 
     rows = (g, count, bc2 if bc2 is not None else g)
     _, (m, v, q_max) = jax.lax.scan(moments, (m_in, v_in, zeros), rows)
-    lane_max = _exclusive(jax.lax.cummax(q_max[-1], axis=0), state.nu_max)
-    nu_max = jnp.maximum(q_max, jnp.maximum(lane_max, state.nu_max[None])[None])
+    nu_max = jnp.maximum(q_max, _exclusive_max(q_max[-1], state.nu_max)[None])
 
     # 4. The steps, as the optimizer computes them.
     if name == "adam":
