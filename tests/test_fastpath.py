@@ -205,6 +205,9 @@ def test_auto_takes_the_fast_engine_only_where_it_applies(monkeypatch):
   traced = synthetic.run(problem, named, 1000, trace_every=100)  # a trace: the scan
   plain = synthetic.run(problem, optax.adam(0.02), 1000)  # not built by name: the scan
   chained = synthetic.run(problem, optax.chain(named), 1000)
+  # A learning rate given as a schedule callable has no closed form here.
+  scheduled = synthetic.make_optimizer("adamnc", learning_rate=lambda count: 0.02)
+  synthetic.run(problem, scheduled, 1000)
   assert calls == ["adamnc"]
   assert traced.trace is not None
   assert auto.x_final == pytest.approx(traced.x_final, abs=5e-4)

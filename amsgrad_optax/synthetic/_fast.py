@@ -341,7 +341,7 @@ def simulate_batch(
   Returns:
     The final points and the regrets as double-word pairs.
   """
-  dtype = jnp.dtype(dtype)
+  dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
   batch = keys.shape[0]
   hp = {
     n: jnp.broadcast_to(jnp.asarray(getattr(spec, n)).astype(dtype), (batch,))

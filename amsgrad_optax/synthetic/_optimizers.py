@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from amsgrad_optax import _alias, _conventions, _schedules, _validation
@@ -21,14 +22,15 @@ class SyntheticOptimizer(optax.GradientTransformation):
   It is an ordinary :class:`optax.GradientTransformation` (``init`` and
   ``update``); the attribute ``spec`` records the name, hyperparameters,
   convention and schedule, so that :func:`run` and :func:`sweep` can
-  recognise an optimizer whose steps they can compute in closed form.
+  recognise an optimizer whose steps they can compute in closed form
+  (None for a learning rate given as a schedule callable).
   """
 
-  spec: _fast.OptimizerSpec
+  spec: _fast.OptimizerSpec | None
 
 
 def _with_standard_promotion(
-  tx: optax.GradientTransformation, spec: _fast.OptimizerSpec
+  tx: optax.GradientTransformation, spec: _fast.OptimizerSpec | None
 ) -> SyntheticOptimizer:
   """Returns ``tx`` with its update traced under standard dtype promotion.
 
@@ -121,5 +123,9 @@ def make_optimizer(
     tx = _alias.adamnc(lr, b1, eps)
   else:
     tx = optax.sgd(lr)
-  spec = _fast.OptimizerSpec(name, learning_rate, b1, b2, eps, convention, lr_schedule)
+  spec = None
+  hyperparameters = (learning_rate, b1, b2, eps)
+  if not callable(learning_rate) and all(jnp.ndim(h) == 0 for h in hyperparameters):
+    # A closed form the fast engine knows; an arbitrary schedule it does not.
+    spec = _fast.OptimizerSpec(name, learning_rate, b1, b2, eps, convention, lr_schedule)
   return _with_standard_promotion(tx, spec)
