@@ -3,7 +3,8 @@
 Runs, in one process, 10^7 steps (by default) of the online problem
 (f_t = 1010 x once every 101 steps, else -10 x, on [-1, 1]) with:
 
-* ``amsgrad_optax.synthetic.run`` (one compiled nested scan; the regret kept
+* ``amsgrad_optax.synthetic.run`` with ``engine="scan"`` (one compiled nested
+  scan; the fast engine is ``benchmarks/synthetic_fast.py``'s; the regret kept
   as a double-word float32 sum), for AMSGrad in the PyTorch and optax
   conventions and for ``optax.adam``, and once with the progress-bar chunking;
 * the same problem written plainly as one ``lax.scan`` over ``optax.amsgrad``
@@ -73,7 +74,7 @@ def ours(tx: optax.GradientTransformation, steps: int, progress: bool = False):
   def call():
     # The bar (when on) draws into a buffer: its cost counts, not the terminal's.
     with contextlib.redirect_stderr(io.StringIO()):
-      res = synthetic.run(problem, tx, steps, progress=progress)
+      res = synthetic.run(problem, tx, steps, progress=progress, engine="scan")
     return res.seconds, res.x_final
 
   call()  # compiles once; the runner caches it for this tx

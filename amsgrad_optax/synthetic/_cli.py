@@ -28,6 +28,8 @@ examples:
   amsgrad-synthetic --problem stochastic --seed 3
   amsgrad-synthetic --problem theorem1 --theorem1-c 5  # b1 = 0, b2 = 1/(1+C^2)
   amsgrad-synthetic --sweep --sweep-b1 0 0.9 --sweep-b2 0.9 0.99 0.999 --steps 1e6
+  amsgrad-synthetic --optimizer adam --b1 0 0.5 0.9 --b2 0.9 0.99 0.999 --steps 1e6 --json
+  amsgrad-synthetic --engine scan                   # the step-by-step scan, not the fast engine
 """
 
 
@@ -117,7 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     default=_DEFAULT_STEPS,
     help="number of steps T, e.g. 1e6 (default: 10,000,000)",
   )
-  p.add_argument("--lr", type=float, default=1e-2, help="learning rate (default: 0.01)")
+  p.add_argument(
+    "--lr",
+    type=float,
+    nargs="+",
+    default=[1e-2],
+    help="learning rate (default: 0.01); several values run their grid with the other "
+    "multi-valued hyperparameters, as one compiled call",
+  )
   p.add_argument(
     "--lr-schedule",
     choices=_optimizers.LR_SCHEDULES,
@@ -125,15 +134,29 @@ def build_parser() -> argparse.ArgumentParser:
     help="constant, or inverse-sqrt for the paper's lr/sqrt(t) (default: constant)",
   )
   p.add_argument(
-    "--b1", type=float, default=None, help="first-moment decay (default: 0.9; theorem1: 0)"
+    "--b1",
+    type=float,
+    nargs="+",
+    default=None,
+    help="first-moment decay (default: 0.9; theorem1: 0); several values: a grid",
   )
   p.add_argument(
     "--b2",
     type=float,
+    nargs="+",
     default=None,
-    help="second-moment decay (default: 0.99; theorem1: 1/(1+C^2))",
+    help="second-moment decay (default: 0.99; theorem1: 1/(1+C^2)); several values: a grid",
   )
-  p.add_argument("--eps", type=float, default=1e-8, help="epsilon (default: 1e-8)")
+  p.add_argument(
+    "--eps", type=float, nargs="+", default=[1e-8], help="epsilon (default: 1e-8); several: a grid"
+  )
+  p.add_argument(
+    "--engine",
+    choices=_runner.ENGINES,
+    default="auto",
+    help="fast: the blocked, time-parallel engine (no trace, so no --plot); scan: the "
+    "step-by-step lax.scan; auto: fast where it applies (default: auto)",
+  )
   p.add_argument(
     "--theorem1-c", type=float, default=3.0, metavar="C", help="C of theorem1 (default: 3)"
   )
@@ -186,17 +209,29 @@ def _problem(args) -> _problems.Problem:
   return _problems.make_problem(args.problem)
 
 
-def _hyperparameters(args) -> dict[str, float]:
+def _hyperparameter_values(args) -> dict[str, list[float]]:
+  """Returns every hyperparameter's values as given (defaults filled in), in first-seen order."""
   b1, b2 = 0.9, 0.99
   if args.problem == "theorem1":
     betas = _problems.theorem1_betas(args.theorem1_c)
     b1, b2 = betas["b1"], betas["b2"]
-  return {
+  values = {
     "learning_rate": args.lr,
-    "b1": b1 if args.b1 is None else args.b1,
-    "b2": b2 if args.b2 is None else args.b2,
+    "b1": [b1] if args.b1 is None else args.b1,
+    "b2": [b2] if args.b2 is None else args.b2,
     "eps": args.eps,
   }
+  return {k: list(dict.fromkeys(v)) for k, v in values.items()}
+
+
+def _hyperparameters(args) -> dict[str, float]:
+  """Returns each hyperparameter's first value: the single runs', and the sweep's defaults."""
+  return {k: v[0] for k, v in _hyperparameter_values(args).items()}
+
+
+def _cli_grid(args) -> dict[str, list[float]]:
+  """Returns the hyperparameters given several values on the command line (a grid to run)."""
+  return {k: v for k, v in _hyperparameter_values(args).items() if len(v) > 1}
 
 
 def _runs(args) -> list[tuple[str, str, str | None]]:
@@ -272,6 +307,7 @@ def _single_runs(args, problem, hp, out) -> dict[str, Any]:
       trace_every=trace_every,
       progress=_show_progress(args, args.steps),
       label=label,
+      engine=args.engine,
     )
   if args.plot is not None:
     from amsgrad_optax.synthetic import _plot
@@ -328,6 +364,13 @@ def _sweep_runs(args, problem, hp, out) -> dict[str, Any]:
     values = getattr(args, flag)
     if values:
       grid[key] = list(dict.fromkeys(values))
+  for key, values in _cli_grid(args).items():
+    if key in grid:
+      flag = "--lr" if key == "learning_rate" else f"--{key}"
+      raise ValueError(
+        f"{flag} has several values and --sweep-{flag[2:]} is given too: use one of them"
+      )
+    grid[key] = values
   if not grid:
     grid = dict(_DEFAULT_SWEEP)
   defaults = {k: v for k, v in hp.items() if k not in grid}
@@ -338,6 +381,7 @@ def _sweep_runs(args, problem, hp, out) -> dict[str, Any]:
   _sweep._check_grid(grid)
   rows_out = []
   human_rows = []
+  grid_seconds = {}
   for label, name, conv in _runs(args):
     t0 = time.perf_counter()
     table = _sweep.sweep(
@@ -349,8 +393,10 @@ def _sweep_runs(args, problem, hp, out) -> dict[str, Any]:
       defaults=defaults,
       convention=conv or "pytorch",
       lr_schedule=args.lr_schedule,
+      engine=args.engine,
     )
     seconds = time.perf_counter() - t0
+    grid_seconds[label] = seconds
     for row in _sweep.table_rows(table):
       row = {"label": label, "optimizer": name, "convention": conv, **row, "steps": args.steps}
       row["ends_at"] = _verdict(problem, row["x_final"])
@@ -376,7 +422,15 @@ def _sweep_runs(args, problem, hp, out) -> dict[str, Any]:
   if not args.json:
     headers = ["optimizer", "lr", "b1", "b2", "eps", "seed", "x_final", "avg_regret", "ends at"]
     print(_table(headers, human_rows), file=out)
-  return {"grid": grid, "seeds": seeds, "sweep": rows_out}
+  return {
+    "grid": grid,
+    "seeds": seeds,
+    "engine": args.engine,
+    # Wall time of each optimizer's whole grid, compilation included, and their total.
+    "seconds": sum(grid_seconds.values()),
+    "grid_seconds": grid_seconds,
+    "sweep": rows_out,
+  }
 
 
 def _verdict(problem, x: float) -> str:
@@ -406,8 +460,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     problem = _problem(args)
     hp = _hyperparameters(args)
-    is_sweep = args.sweep or any(
-      getattr(args, f) for f in ("sweep_b1", "sweep_b2", "sweep_lr", "sweep_eps")
+    is_sweep = (
+      args.sweep
+      or bool(_cli_grid(args))
+      or any(getattr(args, f) for f in ("sweep_b1", "sweep_b2", "sweep_lr", "sweep_eps"))
     )
     # Build every optimizer once with concrete values: bad input fails here.
     for _, name, conv in _runs(args):
@@ -420,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       "problem": problem.name,
       "description": problem.describe(),
       "steps": args.steps,
-      "hyperparameters": {**hp, "lr_schedule": args.lr_schedule},
+      "hyperparameters": {**hp, **_cli_grid(args), "lr_schedule": args.lr_schedule},
       "seed": args.seed,
     }
     if not args.json:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from amsgrad_optax import _alias, _conventions, _schedules, _validation
+from amsgrad_optax.synthetic import _fast
 
 #: The optimizer names accepted by :func:`make_optimizer` and the command line.
 OPTIMIZERS: tuple[str, ...] = ("adam", "amsgrad", "adamnc", "sgd")
@@ -14,9 +16,22 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "amsgrad", "adamnc", "sgd")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "inverse-sqrt")
 
 
+class SyntheticOptimizer(optax.GradientTransformation):
+  """An optax transformation built by :func:`make_optimizer`, carrying what built it.
+
+  It is an ordinary :class:`optax.GradientTransformation` (``init`` and
+  ``update``); the attribute ``spec`` records the name, hyperparameters,
+  convention and schedule, so that :func:`run` and :func:`sweep` can
+  recognise an optimizer whose steps they can compute in closed form
+  (None for a learning rate given as a schedule callable).
+  """
+
+  spec: _fast.OptimizerSpec | None
+
+
 def _with_standard_promotion(
-  tx: optax.GradientTransformation,
-) -> optax.GradientTransformation:
+  tx: optax.GradientTransformation, spec: _fast.OptimizerSpec | None
+) -> SyntheticOptimizer:
   """Returns ``tx`` with its update traced under standard dtype promotion.
 
   The bias corrections of ``optax.adam`` (and of the ``"keras"`` and
@@ -31,7 +46,9 @@ def _with_standard_promotion(
     with jax.numpy_dtype_promotion("standard"):
       return tx.update(updates, state, params)
 
-  return optax.GradientTransformation(tx.init, update_fn)
+  out = SyntheticOptimizer(tx.init, update_fn)
+  out.spec = spec
+  return out
 
 
 def make_optimizer(
@@ -71,7 +88,8 @@ def make_optimizer(
       :math:`\alpha_t = \alpha/\sqrt{t}`.
 
   Returns:
-    An :class:`optax.GradientTransformation`.
+    A :class:`SyntheticOptimizer` (an :class:`optax.GradientTransformation`
+    whose ``spec`` lets :func:`run` and :func:`sweep` take their fast path).
 
   Raises:
     ValueError: for an unknown name, convention or schedule, or a
@@ -105,4 +123,9 @@ def make_optimizer(
     tx = _alias.adamnc(lr, b1, eps)
   else:
     tx = optax.sgd(lr)
-  return _with_standard_promotion(tx)
+  spec = None
+  hyperparameters = (learning_rate, b1, b2, eps)
+  if not callable(learning_rate) and all(jnp.ndim(h) == 0 for h in hyperparameters):
+    # A closed form the fast engine knows; an arbitrary schedule it does not.
+    spec = _fast.OptimizerSpec(name, learning_rate, b1, b2, eps, convention, lr_schedule)
+  return _with_standard_promotion(tx, spec)

@@ -25,13 +25,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from amsgrad_optax.synthetic import _problems
+from amsgrad_optax.synthetic import _fast, _problems
 
 #: Steps per block when no trace is asked for.
 _DEFAULT_BLOCK = 4096
 #: Steps per compiled call when a progress bar is shown (about 25 ms each).
 _DEFAULT_CHUNK = 1 << 20
 _MAX_STEP_INDEX = np.iinfo(np.int32).max
+#: The engines accepted by ``engine=``: ``"fast"`` is the blocked,
+#: time-parallel run of :mod:`amsgrad_optax.synthetic._fast`, ``"scan"`` the
+#: step-by-step ``lax.scan``, ``"auto"`` the first where it applies.
+ENGINES: tuple[str, ...] = ("auto", "fast", "scan")
 #: Steps whose regret is summed locally before joining the total, and whose
 #: random coefficients are drawn at once, vectorized.
 _SUB_BLOCK = 4096
@@ -145,6 +149,40 @@ def _check_problem(problem: Any) -> None:
 def _check_tx(tx: Any) -> None:
   if not (hasattr(tx, "init") and hasattr(tx, "update")):
     raise TypeError(f"tx must be an optax.GradientTransformation, got {tx!r}")
+
+
+def fast_spec(tx: Any) -> _fast.OptimizerSpec | None:
+  """Returns the closed-form description of ``tx``, or None if the fast engine cannot run it.
+
+  Only the optimizers :func:`make_optimizer` builds by name carry one; any
+  other transformation (a chain, a wrapper, a hand-built optax optimizer)
+  may do anything per step, and runs as a plain scan.
+  """
+  spec = getattr(tx, "spec", None)
+  return spec if isinstance(spec, _fast.OptimizerSpec) else None
+
+
+def _pick_engine(
+  engine: str, tx: Any, trace_every: int | None, problem: _problems.Problem, steps: int
+) -> _fast.OptimizerSpec | None:
+  """Returns the spec to run fast with, or None for the scan; checks ``engine``."""
+  if engine not in ENGINES:
+    raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+  if engine == "scan":
+    return None
+  spec = fast_spec(tx)
+  why = None
+  if spec is None:
+    why = "tx was not built by amsgrad_optax.synthetic.make_optimizer"
+  elif trace_every is not None:
+    why = "it keeps no trace (trace_every must be None)"
+  elif not _fast.fits(problem, steps):
+    why = "its padded last chunk would run past the int32 step index"
+  if why is None:
+    return spec
+  if engine == "fast":
+    raise ValueError(f"engine='fast' cannot run this: {why}; use engine='auto' or 'scan'")
+  return None
 
 
 def _as_key(seed: int | None, key: jax.Array | None) -> jax.Array:
@@ -292,6 +330,7 @@ def simulate(
   trace_every: int | None = None,
   dtype: Any = jnp.float32,
   unroll: int = DEFAULT_UNROLL,
+  engine: str = "auto",
 ) -> Simulation:
   r"""Returns the outcome of ``steps`` steps of ``tx`` on ``problem``, as a pure JAX function.
 
@@ -312,6 +351,9 @@ def simulate(
     dtype: the dtype of :math:`x` and of the regret sums.
     unroll: the inner scan's unroll factor; the default 4 is the fastest
       measured on CPU.
+    engine: ``"auto"`` (the fast engine when ``tx`` comes from
+      :func:`make_optimizer` and no trace is asked for, else the scan),
+      ``"fast"`` or ``"scan"``; see :data:`ENGINES`.
 
   Returns:
     A :class:`Simulation`.
@@ -328,8 +370,13 @@ def simulate(
   _check_tx(tx)
   steps = _check_steps(steps, problem)
   _check_trace_every(trace_every)
-  block = trace_every if trace_every is not None else min(steps, _DEFAULT_BLOCK)
+  spec = _pick_engine(engine, tx, trace_every, problem, steps)
   key = _as_key(0, key)
+  if spec is not None:
+    x, total, residual = _fast.simulate(problem, spec, steps, key, dtype)
+    empty = jnp.zeros((0,), x.dtype)
+    return Simulation(x, total, residual, total / jnp.asarray(steps, total.dtype), empty, empty)
+  block = trace_every if trace_every is not None else min(steps, _DEFAULT_BLOCK)
   stepper = _Stepper(problem, tx, key, unroll)
   carry = _init_carry(problem, tx, dtype)
   n_blocks, extra = divmod(steps, block)
@@ -405,6 +452,47 @@ def _progress_bar(total: int, label: str | None, enabled: bool):
   )
 
 
+_HYPERPARAMETERS = ("learning_rate", "b1", "b2", "eps")
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_fast(problem, name, convention, lr_schedule, steps, dtype, key_shape, key_dtype):
+  """Returns the fast engine's run, compiled for hyperparameters passed as arrays."""
+
+  def fn(hp, key):
+    spec = _fast.OptimizerSpec(name, **hp, convention=convention, lr_schedule=lr_schedule)
+    return _fast.simulate(problem, spec, steps, key, dtype)
+
+  hp = {n: jax.ShapeDtypeStruct((), dtype) for n in _HYPERPARAMETERS}
+  return jax.jit(fn).lower(hp, jax.ShapeDtypeStruct(key_shape, key_dtype)).compile()
+
+
+def _run_fast(problem, spec, steps, key, dtype, progress, label) -> RunResult:
+  dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
+  hp = {n: jnp.asarray(getattr(spec, n)).astype(dtype) for n in _HYPERPARAMETERS}
+  t0 = time.perf_counter()
+  compiled = _compiled_fast(
+    problem, spec.name, spec.convention, spec.lr_schedule, steps, dtype, key.shape, key.dtype
+  )
+  compile_seconds = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  with _progress_bar(steps, label, progress) as bar:
+    x, total, residual = jax.block_until_ready(compiled(hp, key))
+    if bar is not None:
+      bar.update(steps)
+  seconds = time.perf_counter() - t0
+  regret = float(total) + float(residual)
+  return RunResult(
+    x_final=float(x),
+    avg_regret=regret / steps,
+    regret=regret,
+    steps=steps,
+    seconds=seconds,
+    compile_seconds=compile_seconds,
+    trace=None,
+  )
+
+
 def run(
   problem: _problems.Problem,
   tx: optax.GradientTransformation,
@@ -418,6 +506,7 @@ def run(
   chunk_steps: int | None = None,
   dtype: Any = jnp.float32,
   unroll: int = DEFAULT_UNROLL,
+  engine: str = "auto",
 ) -> RunResult:
   r"""Returns the outcome of ``steps`` steps of ``tx`` on ``problem``, run compiled.
 
@@ -444,6 +533,10 @@ def run(
       ``jax_enable_x64``).
     unroll: the inner scan's unroll factor; the default 4 is the fastest
       measured on CPU.
+    engine: ``"auto"`` (the fast engine when ``tx`` comes from
+      :func:`make_optimizer` and no trace is asked for, else the scan),
+      ``"fast"`` or ``"scan"``; see :data:`ENGINES`. The fast engine runs in
+      one call, so its progress bar fills at once.
 
   Returns:
     A :class:`RunResult`.
@@ -466,6 +559,9 @@ def run(
   _check_trace_every(trace_every)
   if chunk_steps is not None and (isinstance(chunk_steps, bool) or int(chunk_steps) < 1):
     raise ValueError(f"chunk_steps must be a positive int, got {chunk_steps!r}")
+  spec = _pick_engine(engine, tx, trace_every, problem, steps)
+  if spec is not None:
+    return _run_fast(problem, spec, steps, _as_key(seed, key), dtype, progress, label)
   block = trace_every if trace_every is not None else min(steps, _DEFAULT_BLOCK)
   total_blocks, extra = divmod(steps, block)
   if progress:

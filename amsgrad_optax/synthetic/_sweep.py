@@ -12,7 +12,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from amsgrad_optax import _validation
-from amsgrad_optax.synthetic import _optimizers, _problems, _runner
+from amsgrad_optax.synthetic import _fast, _optimizers, _problems, _runner
 from amsgrad_optax.synthetic._runner import DEFAULT_UNROLL
 
 #: The hyperparameters a sweep can vary, as :func:`make_optimizer` names them.
@@ -58,6 +58,7 @@ def sweep(
   lr_schedule: str = "constant",
   shard: bool | None = None,
   unroll: int = DEFAULT_UNROLL,
+  engine: str = "auto",
 ) -> dict[str, np.ndarray]:
   r"""Returns the final point and average regret of every config of a grid, run as one call.
 
@@ -87,6 +88,10 @@ def sweep(
       than one", True or False to force.
     unroll: the inner scan's unroll factor; the default 4 is the fastest
       measured on CPU.
+    engine: ``"auto"`` (for a named optimizer, the blocked, time-parallel
+      engine with all configs batched together; a callable's
+      transformations run each as :func:`simulate` picks), ``"fast"`` (a
+      named optimizer only) or ``"scan"`` (the step-by-step scan always).
 
   Returns:
     A dict of equal-length NumPy arrays, one row per run: a column per name
@@ -111,6 +116,8 @@ def sweep(
     fixed[name] = value
   _check_grid({k: [v] for k, v in fixed.items()})
 
+  if engine not in _runner.ENGINES:
+    raise ValueError(f"engine must be one of {_runner.ENGINES}, got {engine!r}")
   if isinstance(optimizer, str):
     # Built once with concrete values, so a bad name or convention fails here.
     _optimizers.make_optimizer(optimizer, **fixed, convention=convention, lr_schedule=lr_schedule)
@@ -138,6 +145,18 @@ def sweep(
     columns[name] = np.repeat(col, seeds_np.size)
   columns["seed"] = np.tile(seeds_np, len(combos)).astype(np.int64)
 
+  fast = None
+  if engine != "scan":
+    why = None
+    if not isinstance(optimizer, str):
+      why = "the optimizer is a callable, not a name in OPTIMIZERS"
+    elif not _fast.fits(problem, steps, n_configs):
+      why = "its padded last chunk would run past the int32 step index"
+    if why is None:
+      fast = (optimizer, convention, lr_schedule)
+    elif engine == "fast":
+      raise ValueError(f"engine='fast' cannot run this sweep: {why}; use engine='auto' or 'scan'")
+
   x_final, regret, residual = _run_configs(
     problem,
     make_tx,
@@ -146,6 +165,8 @@ def sweep(
     columns["seed"],
     shard=shard,
     unroll=unroll,
+    fast=fast,
+    inner_engine="scan" if engine == "scan" else "auto",
   )
   x_final = np.asarray(x_final, np.float64)[:n_configs]
   regret = np.asarray(regret, np.float64)[:n_configs]
@@ -165,6 +186,8 @@ def _run_configs(
   *,
   shard: bool | None,
   unroll: int,
+  fast: tuple[str, str, str] | None = None,
+  inner_engine: str = "auto",
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Returns ``(x_final, regret, residual)`` of every config, padded to a multiple of the devices.
 
@@ -174,7 +197,9 @@ def _run_configs(
 
   def one(hp: dict[str, jax.Array], seed: jax.Array):
     tx = make_tx(**hp)
-    sim = _runner.simulate(problem, tx, steps, key=jax.random.key(seed), unroll=unroll)
+    sim = _runner.simulate(
+      problem, tx, steps, key=jax.random.key(seed), unroll=unroll, engine=inner_engine
+    )
     return sim.x_final, sim.regret, sim.regret_residual
 
   devices = jax.devices()
@@ -194,6 +219,14 @@ def _run_configs(
   hp_in = {k: padded(v, np.float32) for k, v in hyperparameters.items()}
   seed_in = padded(seeds, np.int32)
   fn = jax.vmap(one)
+  if fast is not None:
+    # The fast engine is batched itself: the runs share its rows and loops.
+    name, convention, lr_schedule = fast
+
+    def fn(hp, seeds):
+      spec = _fast.OptimizerSpec(name, **hp, convention=convention, lr_schedule=lr_schedule)
+      return _fast.simulate_batch(problem, spec, steps, jax.vmap(jax.random.key)(seeds))
+
   if not shard:
     return jax.jit(fn)(hp_in, seed_in)
   mesh = Mesh(np.asarray(devices), (_AXIS,))
