@@ -34,6 +34,18 @@ myst_heading_anchors = 3
 
 autodoc_typehints = "description"
 autodoc_member_order = "bysource"
+# Print the aliases by name: expanded, jax.typing.ArrayLike is a union of eight types.
+autodoc_type_aliases = {
+  name: name
+  for name in (
+    "jax.typing.ArrayLike",
+    "optax.ScalarOrSchedule",
+    "optax.Schedule",
+    "optax.Updates",
+    "optax.Params",
+    "optax.OptState",
+  )
+}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
