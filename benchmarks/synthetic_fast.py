@@ -37,32 +37,12 @@ import optax
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from synthetic_scan import plain_online as _plain  # noqa: E402  (the same baseline)
+
 from amsgrad_optax import synthetic  # noqa: E402
 from amsgrad_optax.synthetic import _fast  # noqa: E402
 
 LR, B1, B2, EPS = 1e-2, 0.9, 0.99, 1e-8
-
-
-def _plain(tx_of, steps: int):
-  """Returns ``hp -> (x, regret)``: the online problem as one plain lax.scan over ``tx_of(hp)``."""
-
-  def run(hp):
-    tx = tx_of(hp)
-    x0 = jnp.float32(0.0)
-
-    def body(carry, _):
-      x, state, t, regret = carry
-      g = jnp.where(t % 101 == 1, jnp.float32(1010.0), jnp.float32(-10.0))
-      regret = regret + g * (x + 1.0)
-      updates, state = tx.update(g, state, x)
-      x = jnp.clip(optax.apply_updates(x, updates), -1.0, 1.0)
-      return (x, state, t + 1, regret), None
-
-    carry = (x0, tx.init(x0), jnp.int32(0), jnp.float32(0.0))
-    (x, _, _, regret), _ = jax.lax.scan(body, carry, None, length=steps)
-    return x, regret
-
-  return run
 
 
 def _fast_batch(name: str, convention: str, steps: int):

@@ -41,10 +41,17 @@ from amsgrad_optax import synthetic  # noqa: E402
 LR, B1, B2, EPS = 1e-2, 0.9, 0.99, 1e-8
 
 
-def plain_scan(tx: optax.GradientTransformation, steps: int):
-  """Returns a jitted ``() -> (x, regret)``: the online problem as one plain lax.scan."""
+def plain_online(tx_of, steps: int):
+  """Returns ``hp -> (x, regret)``: the online problem as one plain lax.scan over ``tx_of(hp)``.
 
-  def run(x0):
+  The baseline of both synthetic benchmarks: the least work a scan can do (a
+  naive float32 regret sum), from x0 = 0.
+  """
+
+  def run(hp):
+    tx = tx_of(hp)
+    x0 = jnp.float32(0.0)
+
     def body(carry, _):
       x, state, t, regret = carry
       g = jnp.where(t % 101 == 1, jnp.float32(1010.0), jnp.float32(-10.0))
@@ -57,11 +64,16 @@ def plain_scan(tx: optax.GradientTransformation, steps: int):
     (x, _, _, regret), _ = jax.lax.scan(body, carry, None, length=steps)
     return x, regret
 
-  compiled = jax.jit(run).lower(jnp.float32(0.0)).compile()
+  return run
+
+
+def plain_scan(tx: optax.GradientTransformation, steps: int):
+  """Returns a timed call of :func:`plain_online` for one fixed ``tx``."""
+  compiled = jax.jit(plain_online(lambda _: tx, steps)).lower({}).compile()
 
   def call():
     t0 = time.perf_counter()
-    x, regret = compiled(jnp.float32(0.0))
+    x, regret = compiled({})
     jax.block_until_ready((x, regret))
     return time.perf_counter() - t0, float(x)
 
