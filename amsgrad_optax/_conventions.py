@@ -52,6 +52,37 @@ class Convention:
   formula: str
   matches: str
 
+  def bias_corrections(
+    self,
+    b1: jax.typing.ArrayLike,
+    b2: jax.typing.ArrayLike,
+    t: jax.Array,
+    *,
+    b1_decay: jax.typing.ArrayLike = 1.0,
+  ) -> tuple[jax.Array | None, jax.Array | None]:
+    """Returns ``(c1, c2)`` at step ``t``, each None where this convention has none.
+
+    Evaluated as the convention's framework evaluates them (see
+    ``exact_powers``); the transform and :func:`amsgrad_optax.diagnostics`
+    both read them here, so the two cannot drift apart.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from amsgrad_optax import get_convention
+      >>> c1, c2 = get_convention("paper").bias_corrections(0.9, 0.999, jnp.int32(1))
+      >>> c1 is None and c2 is None
+      True
+      >>> c1, c2 = get_convention("pytorch").bias_corrections(0.5, 0.75, jnp.int32(2))
+      >>> float(c1), float(c2)  # 1 - 0.5**2, 1 - 0.75**2
+      (0.75, 0.4375)
+    """
+    c1 = c2 = None
+    if self.correct_mu:
+      c1 = one_minus_power(b1, t, exact=self.exact_powers, decay=b1_decay)
+    if self.nu_correction != "none":
+      c2 = one_minus_power(b2, t, exact=self.exact_powers)
+    return c1, c2
+
 
 _TABLE = (
   Convention(

@@ -161,14 +161,9 @@ def diagnostics(
   else:
     lr = _f32(learning_rate)
 
-  factor = lr
-  if conv.correct_mu:
-    c1 = _conventions.one_minus_power(b1, t, exact=conv.exact_powers, decay=b1_decay)
-    factor = factor / _f32(c1)
-  c2 = sqrt_c2 = None
-  if conv.nu_correction != "none":
-    c2 = _conventions.one_minus_power(b2, t, exact=conv.exact_powers)
-    sqrt_c2 = jnp.sqrt(_f32(c2))
+  c1, c2 = conv.bias_corrections(b1, b2, t, b1_decay=b1_decay)
+  factor = lr if c1 is None else lr / _f32(c1)
+  sqrt_c2 = None if c2 is None else jnp.sqrt(_f32(c2))
   if conv.nu_correction == "step":
     factor = factor * sqrt_c2
 

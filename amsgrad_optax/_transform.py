@@ -323,11 +323,7 @@ def scale_by_amsgrad(
     _check_updates(updates, state, ScaleByAmsgradState)
     count = optax.safe_increment(state.count)
     b1_t = _decayed_b1(b1, b1_decay, count)
-    bc1 = bc2 = None
-    if conv.correct_mu:
-      bc1 = _conventions.one_minus_power(b1, count, exact=conv.exact_powers, decay=b1_decay)
-    if conv.nu_correction != "none":
-      bc2 = _conventions.one_minus_power(b2, count, exact=conv.exact_powers)
+    bc1, bc2 = conv.bias_corrections(b1, b2, count, b1_decay=b1_decay)
 
     # The step's scalar factors, built once per dtype rather than once per leaf:
     # the same values, and far fewer operations to trace on a large model.
