@@ -89,7 +89,13 @@ def skip_nonfinite(tx: optax.GradientTransformation) -> optax.GradientTransforma
     params even where a param is ``-0.0``);
   - it selects with ``jnp.where`` rather than ``lax.cond``, so the inner
     update is always computed: this costs a step's work on skipped steps,
-    and avoids a device-to-host transfer of the predicate on accelerators.
+    and avoids a device-to-host transfer of the predicate on accelerators;
+  - gradients taken through it (d loss / d learning_rate over a run, say)
+    stay finite over a step skipped for a non-finite gradient: the inner
+    update sees zeros in place of that gradient, and its result is
+    discarded. A step skipped because finite gradients overflowed the state
+    can still give a NaN meta-gradient: the overflow is in the discarded
+    branch itself.
 
   Args:
     tx: the transformation to protect, e.g. :func:`amsgrad_optax.amsgrad`
@@ -128,8 +134,14 @@ def skip_nonfinite(tx: optax.GradientTransformation) -> optax.GradientTransforma
 
   def update_fn(updates, state, params=None, **extra_args):
     _validation.check_state(state, SkipNonfiniteState._fields, "SkipNonfiniteState")
-    new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
-    ok = _all_finite(updates, new_updates, new_inner)
+    finite_in = _all_finite(updates)
+    # The inner update runs on zeros in place of non-finite gradients, so that
+    # no NaN reaches the computation whose result is discarded: a gradient
+    # taken *through* this step (a meta-gradient) would otherwise be NaN,
+    # since the discarded branch's zero cotangent times a NaN partial is NaN.
+    safe = _keep(finite_in, updates, jax.tree.map(jnp.zeros_like, updates))
+    new_updates, new_inner = inner.update(safe, state.inner_state, params, **extra_args)
+    ok = finite_in & _all_finite(new_updates, new_inner)
     new_state = SkipNonfiniteState(
       inner_state=_keep(ok, new_inner, state.inner_state),
       total_skipped=jnp.where(ok, state.total_skipped, optax.safe_increment(state.total_skipped)),
