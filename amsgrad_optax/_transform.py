@@ -26,7 +26,7 @@ class ScaleByAmsgradState(NamedTuple):
       the ``"optax"`` convention), shaped like the params.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
   mu: optax.Updates
   nu: optax.Updates
   nu_max: optax.Updates
@@ -41,7 +41,7 @@ class ScaleByAdamncState(NamedTuple):
     nu: the plain average :math:`\\frac{1}{t}\\sum_{i\\le t} g_i^2`.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
   mu: optax.Updates
   nu: optax.Updates
 

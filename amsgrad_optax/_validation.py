@@ -115,7 +115,7 @@ def check_same_structure(updates: Any, reference: Any, state_name: str) -> None:
   """Raises ValueError if ``updates`` and the state's moments differ in shape."""
   u_def = jax.tree.structure(updates)
   r_def = jax.tree.structure(reference)
-  if u_def != r_def:
+  if u_def != r_def:  # type: ignore[operator]  # jax types PyTreeDef loosely
     raise ValueError(
       "updates must have the tree structure of the params the state was "
       f"initialised with.\n  updates: {u_def}\n  {state_name}: {r_def}\n"

@@ -152,12 +152,12 @@ def sweep(
       why = "the optimizer is a callable, not a name in OPTIMIZERS"
     elif not _fast.fits(problem, steps, n_configs):
       why = "its padded last chunk would run past the int32 step index"
-    if why is None:
+    else:
       fast = (optimizer, convention, lr_schedule)
-    elif engine == "fast":
+    if why is not None and engine == "fast":
       raise ValueError(f"engine='fast' cannot run this sweep: {why}; use engine='auto' or 'scan'")
 
-  x_final, regret, residual = _run_configs(
+  x_out, regret_out, residual = _run_configs(
     problem,
     make_tx,
     steps,
@@ -168,10 +168,9 @@ def sweep(
     fast=fast,
     inner_engine="scan" if engine == "scan" else "auto",
   )
-  x_final = np.asarray(x_final, np.float64)[:n_configs]
-  regret = np.asarray(regret, np.float64)[:n_configs]
+  regret = np.asarray(regret_out, np.float64)[:n_configs]
   regret = regret + np.asarray(residual, np.float64)[:n_configs]
-  columns["x_final"] = x_final
+  columns["x_final"] = np.asarray(x_out, np.float64)[:n_configs]
   columns["regret"] = regret
   columns["avg_regret"] = regret / steps
   return columns
