@@ -42,8 +42,9 @@ def reference(grads: np.ndarray, lr: float, b1: float, b2: float, eps: float) ->
   return total
 
 
-def ours(grads: np.ndarray, dtype, state_dtype, lr: float, b1: float, b2: float, eps: float):
-  tx = amsgrad_optax.amsgrad(lr, b1, b2, eps, mu_dtype=state_dtype, nu_dtype=state_dtype)
+def ours(grads: np.ndarray, dtype, layout, lr: float, b1: float, b2: float, eps: float):
+  mu_dtype, nu_dtype = layout
+  tx = amsgrad_optax.amsgrad(lr, b1, b2, eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
   params = jnp.zeros(grads.shape[1:], dtype)
   state = tx.init(params)
 
@@ -78,8 +79,11 @@ def main() -> None:
     for scale in (1e-6, 1e-5, 1e-3):
       grads = (base * scale).astype(jnp.dtype(dtype)).astype(np.float64)
       want = reference(grads, lr, b1, b2, eps)
-      for label, state_dtype in (("default", None), ("float32", jnp.float32)):
-        got, state = ours(grads, dtype, state_dtype, lr, b1, b2, eps)
+      layouts = {"default": (None, None), "float32": (jnp.float32, jnp.float32)}
+      if dtype == jnp.float16:
+        layouts["float16 mu (0.1.0's default)"] = (jnp.float16, None)
+      for label, layout in layouts.items():
+        got, state = ours(grads, dtype, layout, lr, b1, b2, eps)
         err = np.linalg.norm(got - want) / np.linalg.norm(want)
         worst = np.max(np.abs(got - want)) / np.sqrt(np.mean(want**2))
         dts = f"{state[0].mu.dtype}, {state[0].nu.dtype}"
