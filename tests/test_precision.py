@@ -209,8 +209,10 @@ def test_float32_state_with_bfloat16_params():
 # ------------------------------------------------------------ complex
 
 
-@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("convention", ["keras", "paper"])
 def test_complex_params_match_numpy_reference(convention):
+  # The |g|^2 conventions; "pytorch" (torch's real view) and "optax" (optax's complex
+  # arithmetic) are held against torch and optax themselves in tests/test_trust.py.
   rng = np.random.default_rng(3)
   shape = (3, 2)
   params = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
@@ -237,11 +239,10 @@ def test_complex_second_moment_is_optax_adams():
   _, ours = _run(amsgrad_optax.amsgrad(0.1, convention="optax"), params, grads)
   with jax.numpy_dtype_promotion("standard"):
     _, adam = _run(optax.adam(0.1), params, grads)
-  # optax.adam holds |g|^2 in a complex array with zero imaginary part;
-  # ours holds the same numbers in a real one.
-  assert ours[0].nu.dtype == jnp.float32 and adam[0].nu.dtype == jnp.complex64
-  np.testing.assert_array_equal(np.imag(adam[0].nu), 0.0)
-  np.testing.assert_allclose(ours[0].nu, np.real(adam[0].nu), rtol=1e-6)
+  # Both hold (conj(g) g).real in a complex array with zero imaginary part, as optax does.
+  assert ours[0].nu.dtype == adam[0].nu.dtype == jnp.complex64
+  np.testing.assert_array_equal(np.imag(ours[0].nu), 0.0)
+  np.testing.assert_array_equal(ours[0].nu, adam[0].nu)
   np.testing.assert_allclose(ours[0].mu, adam[0].mu, rtol=1e-6)
 
 
