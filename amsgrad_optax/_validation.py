@@ -277,7 +277,7 @@ def check_below_one_in(name: str, value: Any, dtype) -> None:
     f"{name}={float(wide)!r} rounds to 1.0 in {dt.name}, the dtype the update computes in, "
     f"and {name} must be below 1 there (the moment would stop moving and its bias "
     f"correction divide by zero). The largest valid {name} in {dt.name} is "
-    f"{largest}{_x64_hint(dt)}."
+    f"{largest!s}{_x64_hint(dt)}."
   )
 
 
