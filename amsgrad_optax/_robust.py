@@ -48,6 +48,7 @@ def _all_finite(*trees: Any) -> jax.Array:
 
 def _keep(ok: jax.Array, new: Any, old: Any) -> Any:
   """Returns ``new`` where ``ok``, else ``old``, leaf by leaf."""
+
   def one(n, o):
     n = jnp.asarray(n)  # a Python-number leaf, too
     return jnp.where(ok, n, jnp.asarray(o).astype(n.dtype))

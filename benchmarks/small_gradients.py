@@ -73,7 +73,9 @@ def main() -> None:
   rng = np.random.default_rng(args.seed)
   base = rng.normal(size=(args.steps, args.size))
   print(f"{args.steps} steps, {args.size} coordinates, lr {lr}, b1 {b1}, b2 {b2}, eps {eps}")
-  print("| params | gradient scale | state | mu, nu dtypes | norm-relative error | worst coordinate / RMS |")
+  print(
+    "| params | gradient scale | state | mu, nu dtypes | norm-relative error | worst coordinate / RMS |"
+  )
   print("| --- | --- | --- | --- | --- | --- |")
   for dtype in (jnp.float16, jnp.bfloat16):
     for scale in (1e-6, 1e-5, 1e-3):

@@ -75,7 +75,9 @@ CASES = (
   Case("b2", "above 1", "amsgrad(1e-3, b2=1.5)"),
   Case("b2", "1.0 in float32 (valid in float64)", "amsgrad(1e-3, b2=0.99999999)"),
   Case("b1", "1.0 in float32 (valid in float64)", "amsgrad(1e-3, b1=0.999999999)"),
-  Case("b2", "1.0 in its own dtype, bfloat16", "amsgrad(1e-3, b2=jnp.asarray(0.999, jnp.bfloat16))"),
+  Case(
+    "b2", "1.0 in its own dtype, bfloat16", "amsgrad(1e-3, b2=jnp.asarray(0.999, jnp.bfloat16))"
+  ),
   Case("eps", "inf in float32", "amsgrad(1e-3, eps=1e39)"),
   Case("learning_rate", "inf in float32", "amsgrad(1e300)"),
   Case(
@@ -126,7 +128,7 @@ CASES = (
   Case(
     "updates",
     "complex gradients for real params",
-    'tx.update(jax.tree.map(lambda g: g.astype(jnp.complex64), grads), state, params)',
+    "tx.update(jax.tree.map(lambda g: g.astype(jnp.complex64), grads), state, params)",
   ),
   Case("state", "grads and state swapped", "tx.update(state, grads, params)"),
   Case("state", "params passed as the state", "tx.update(grads, params, params)"),

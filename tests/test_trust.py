@@ -53,7 +53,8 @@ def test_the_error_names_the_largest_valid_value():
 
 
 @pytest.mark.parametrize(
-  "kwargs, name", [(dict(learning_rate=1e300), "learning_rate"), (dict(weight_decay=1e39), "weight_decay")]
+  "kwargs, name",
+  [(dict(learning_rate=1e300), "learning_rate"), (dict(weight_decay=1e39), "weight_decay")],
 )
 def test_rates_that_overflow_float32_are_errors(kwargs, name):
   with pytest.raises(ValueError, match=rf"{name}=\S+ overflows to inf in float32"):
@@ -104,14 +105,17 @@ def _steps(tx, params, grads, n=20, jit=True):
   update = jax.jit(tx.update) if jit else tx.update
   out = []
   for i in range(n):
-    u, state = update(jax.tree.map(lambda g: g * (1 + 0.1 * i), grads), state, params)
+    u, state = update(jax.tree.map(lambda g, i=i: g * (1 + 0.1 * i), grads), state, params)
     params = optax.apply_updates(params, u)
     out.append(u)
   return out, state
 
 
 PARAMS = [-jnp.ones((2, 3)), jnp.ones((2, 5, 2))]
-GRADS = [jnp.ones((2, 3)).at[0, 0].set(-0.0), -jnp.ones((2, 5, 2)) * jnp.linspace(0, 2, 20).reshape(2, 5, 2)]
+GRADS = [
+  jnp.ones((2, 3)).at[0, 0].set(-0.0),
+  -jnp.ones((2, 5, 2)) * jnp.linspace(0, 2, 20).reshape(2, 5, 2),
+]
 
 
 @pytest.mark.standard_promotion
@@ -288,7 +292,9 @@ def test_keras_squares_a_complex_gradient_and_the_keras_convention_does_not():
 
 def test_complex_gradient_for_a_real_param_is_an_error():
   tx = amsgrad_optax.amsgrad(0.1)
-  with pytest.raises(TypeError, match=r"the leaf at \['w'\] is complex \(complex64\) but its param"):
+  with pytest.raises(
+    TypeError, match=r"the leaf at \['w'\] is complex \(complex64\) but its param"
+  ):
     tx.update({"w": jnp.ones(2, jnp.complex64)}, tx.init({"w": jnp.ones(2)}))
 
 
@@ -365,7 +371,11 @@ def test_meta_gradient_matches_finite_differences(convention, wrap):
     # A five-point difference (error ~h^4): a smaller h meets round-off from optax.MultiSteps,
     # which keeps parts of its state in float32 (a central difference at h = 1e-6 is 1e-4 off).
     h = 1e-4
-    fd = (8 * (float(f(0.05 + h)) - float(f(0.05 - h))) - float(f(0.05 + 2 * h)) + float(f(0.05 - 2 * h))) / (12 * h)
+    fd = (
+      8 * (float(f(0.05 + h)) - float(f(0.05 - h)))
+      - float(f(0.05 + 2 * h))
+      + float(f(0.05 - 2 * h))
+    ) / (12 * h)
   assert np.isfinite(grad)
   np.testing.assert_allclose(grad, fd, rtol=1e-5)
 
