@@ -167,6 +167,10 @@ def test_phase_map_json_rows_and_counts(tmp_path):
     x = np.array([r["x_final"] for r in data["rows"] if r["optimizer"] == name])
     assert s["ends_near_plus_1"] == int((x > 0.9).sum())
     assert s["ends_near_minus_1"] == int((x < -0.9).sum())
+  x = np.array([r["x_final"] for r in adam])
+  predicted = np.array([synthetic.theorem1_drift(r["C"], r["b2"]) > 0 for r in adam])
+  assert data["summary"]["adam"]["agrees_with_boundary"] == int(((x > 0) == predicted).sum())
+  assert "agrees_with_boundary" not in data["summary"]["amsgrad"]  # the boundary is Adam's
   assert data["boundary_b2"] == pytest.approx([synthetic.theorem1_boundary(c) for c in (3.0, 10.0)])
   assert out["summary"] == data["summary"]
 

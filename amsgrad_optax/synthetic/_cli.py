@@ -316,10 +316,14 @@ def _figure_runs(args, out) -> dict[str, Any]:
         file=out,
       )
       for name, row in s.items():
+        agree = ""
+        if "agrees_with_boundary" in row:
+          agree = (
+            f"; on the side the steady-state boundary predicts in {row['agrees_with_boundary']}"
+          )
         print(
           f"  {name:8s} ends at +1 in {row['ends_near_plus_1']}, at -1 in "
-          f"{row['ends_near_minus_1']} of {row['cells']} cells; on the side of the "
-          f"steady-state boundary in {row['agrees_with_boundary']} "
+          f"{row['ends_near_minus_1']} of {row['cells']} cells{agree} "
           f"({data['grid_seconds'][name]:.1f} s, compilation included)",
           file=out,
         )
