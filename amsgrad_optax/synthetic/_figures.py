@@ -60,16 +60,17 @@ PHASE_MAP_STEPS = 1_000_000
 def _segments(steps: int, period: int | None) -> list[tuple[int, int]]:
   """Returns ``(block, n_blocks)`` pairs: about 90 points per decade of t, then the end.
 
-  Blocks of 101 steps and more are whole periods of an online problem, so
-  from then on every point falls at the same phase of the period and the
-  curve shows the drift of :math:`x_t`, not its within-period sawtooth.
+  Blocks of half a period and more are rounded to whole periods of an online
+  problem (from :math:`t = 10^3` on for the period 101), so from then on
+  every point falls at the same phase of the period and the curve shows the
+  drift, not an alias of the within-period sawtooth.
   """
   out, done, decade = [], 0, 0
   while done < steps:
     hi = min(10 ** (decade + 1), steps)
     block = max(1, 10**decade // 10)
-    if period and block >= period:
-      block -= block % period
+    if period and 2 * block >= period:
+      block = max(1, round(block / period)) * period
     n = (hi - done) // block
     if n:
       out.append((block, n))
