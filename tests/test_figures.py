@@ -276,3 +276,21 @@ def test_cli_theorem1_c_grid_rejects_every_bad_c(capsys):
   assert e.value.code == 2
   err = capsys.readouterr().err
   assert "c must be > 2" in err and "got 1.5" in err
+
+
+@pytest.mark.parametrize(
+  ("args", "needle"),
+  [
+    (
+      ["--figure1", "/no/such/folder/f.png"],
+      "--figure1: the folder '/no/such/folder' does not exist",
+    ),
+    (["--phase-map", "p.png", "--plot", "q.png"], "cannot be combined with --plot"),
+    (["--figure1", "f.png", "--seeds", "4"], "--figure1 draws at least 8 seeds, got --seeds 4"),
+  ],
+)
+def test_cli_figure_flags_bad_input_exits_with_one_line(args, needle, capsys):
+  with pytest.raises(SystemExit) as e:
+    _cli.main(args)
+  assert e.value.code == 2
+  assert needle in capsys.readouterr().err

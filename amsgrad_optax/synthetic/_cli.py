@@ -260,6 +260,14 @@ def _figure_runs(args, out) -> dict[str, Any]:
   from amsgrad_optax.synthetic import _figures
 
   body: dict[str, Any] = {}
+  others = [f for f, on in (("--plot", args.plot), ("--sweep", args.sweep)) if on]
+  if others:
+    raise ValueError(
+      f"--figure1 and --phase-map draw whole figures; they cannot be combined with {others[0]}"
+    )
+  for flag, path in (("--figure1", args.figure1), ("--phase-map", args.phase_map)):
+    if path is not None:
+      _figures._check_writable(path, flag)
   convention = args.convention[0]
   if args.figure1 is not None:
     if args.seeds < 8 and args.seeds != 1:
