@@ -102,6 +102,13 @@ def log_traces(
 
   Returns:
     ``{"t": (P,), "x": (S, P), "avg_regret": (S, P)}``, ``t`` the steps done.
+
+  Examples:
+    >>> import optax
+    >>> from amsgrad_optax import synthetic
+    >>> tr = synthetic.log_traces(synthetic.online(), optax.sgd(0.0), 250)
+    >>> tr["t"][[0, 9, 10, -1]].tolist(), tr["x"].shape  # every step to 100, then every 10
+    ([1, 10, 11, 250], (1, 115))
   """
   _runner._check_problem(problem)
   steps = _runner._check_steps(steps, problem)
