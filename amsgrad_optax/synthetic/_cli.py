@@ -247,6 +247,7 @@ def _resolve_defaults(args) -> None:
   theory's 1/sqrt(t) at 10^6 steps.
   """
   paper = args.problem == "stochastic" or args.phase_map is not None
+  args.steps_given = args.steps is not None
   if args.steps is None:
     args.steps = _PHASE_MAP_STEPS if args.phase_map is not None else _DEFAULT_STEPS
   if args.lr is None:
@@ -273,7 +274,7 @@ def _figure_runs(args, out) -> dict[str, Any]:
     if args.seeds < 8 and args.seeds != 1:
       raise ValueError(f"--figure1 draws at least 8 seeds, got --seeds {args.seeds}")
     n_seeds = max(8, args.seeds)
-    steps = args.steps if args.steps is not None else _figures.FIGURE1_STEPS
+    steps = args.steps if args.steps_given else _figures.FIGURE1_STEPS
     json_path = _figures.json_beside(args.figure1)
     data = _figures.figure1(
       args.figure1,
@@ -305,11 +306,12 @@ def _figure_runs(args, out) -> dict[str, Any]:
     c = args.theorem1_c if len(args.theorem1_c) > 1 else _figures.PHASE_MAP_C
     b2 = args.b2 if args.b2 is not None and len(args.b2) > 1 else _figures.PHASE_MAP_B2
     json_path = _figures.json_beside(args.phase_map)
+    steps = args.steps if args.steps_given else _figures.PHASE_MAP_STEPS
     data = _figures.theorem1_phase_map(
       args.phase_map,
       c=c,
       b2=b2,
-      steps=args.steps,
+      steps=steps,
       learning_rate=args.lr[0],
       lr_schedule=args.lr_schedule,
       convention=convention,
@@ -319,7 +321,7 @@ def _figure_runs(args, out) -> dict[str, Any]:
     if not args.json:
       s = data["summary"]
       print(
-        f"Theorem 1 phase map: {len(c)} x {len(b2)} cells of (C, b2), {args.steps:,} steps, "
+        f"Theorem 1 phase map: {len(c)} x {len(b2)} cells of (C, b2), {steps:,} steps, "
         f"b1 0, lr {args.lr[0]:g} ({args.lr_schedule})",
         file=out,
       )

@@ -554,7 +554,10 @@ def _draw_phase_map(data: dict[str, Any], tables, path) -> None:
     ax.plot(fine, 1 / (1 + fine**2), "k--", lw=1.2, label="theorem: b2 = 1/(1+C^2)")
     ok = quoted > 0
     ax.plot(fine[ok], quoted[ok], "k:", lw=1.6, label="quoted bound (blog, 2022)")
-    ax.set(xscale="log", yscale="log", xlabel="C", ylim=(b2.min(), b2.max()))
+    if len(c) > 1 and len(b2) > 1:
+      ce, be = _edges(c), _edges(b2)
+      ax.set(xlim=(ce[0], ce[-1]), ylim=(be[0], min(be[-1], 1.0)))
+    ax.set(xscale="log", yscale="log", xlabel="C")
     label = "Adam" if name == "adam" else f"AMSGrad ({data['convention']})"
     s = data["summary"][name]
     ax.set_title(
