@@ -123,8 +123,12 @@ def skip_nonfinite(tx: optax.GradientTransformation) -> optax.GradientTransforma
   inner = optax.with_extra_args_support(tx)
 
   def init_fn(params):
-    zero = jnp.zeros([], jnp.int32)
-    return SkipNonfiniteState(inner.init(params), zero, zero)
+    # Two buffers, not one zero shared by both counters: a state whose leaves
+    # share a buffer cannot be donated (jax.jit(..., donate_argnums=...)
+    # refuses to "donate the same buffer twice").
+    return SkipNonfiniteState(
+      inner.init(params), jnp.zeros([], jnp.int32), jnp.zeros([], jnp.int32)
+    )
 
   def update_fn(updates, state, params=None, **extra_args):
     _validation.check_state(state, SkipNonfiniteState._fields, "SkipNonfiniteState")
