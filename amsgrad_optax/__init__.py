@@ -3,6 +3,8 @@
 from amsgrad_optax._alias import adamnc as adamnc
 from amsgrad_optax._alias import amsgrad as amsgrad
 from amsgrad_optax._checkpoint import restore_state as restore_state
+from amsgrad_optax._config import AmsgradConfig as AmsgradConfig
+from amsgrad_optax._config import amsgrad_config as amsgrad_config
 from amsgrad_optax._conventions import CONVENTIONS as CONVENTIONS
 from amsgrad_optax._conventions import Convention as Convention
 from amsgrad_optax._conventions import get_convention as get_convention
@@ -20,6 +22,7 @@ from amsgrad_optax._transform import scale_by_amsgrad as scale_by_amsgrad
 __version__ = "0.1.0"
 
 __all__ = (
+  "AmsgradConfig",
   "CONVENTIONS",
   "Convention",
   "ScaleByAdamncState",
@@ -27,6 +30,7 @@ __all__ = (
   "SkipNonfiniteState",
   "adamnc",
   "amsgrad",
+  "amsgrad_config",
   "diagnostics",
   "get_convention",
   "inverse_sqrt_schedule",

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import optax
 
-from amsgrad_optax import _robust, _transform, _validation
+from amsgrad_optax import _config, _robust, _transform, _validation
 
 MaskOrFn = Any
 
@@ -169,7 +169,10 @@ def amsgrad(
     mu_dtype=mu_dtype,
     nu_dtype=nu_dtype,
   )
-  return _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask, skip_nonfinite)
+  tx = _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask, skip_nonfinite)
+  # For diagnostics and checkpoints: the state alone does not say what it belongs to.
+  config = (convention, learning_rate, b1, b2, eps, eps_root, b1_decay, weight_decay)
+  return _config.record(tx, _config.AmsgradConfig(*config))
 
 
 def adamnc(

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from amsgrad_optax import _validation
+from amsgrad_optax import _config, _validation
 
 
 class SkipNonfiniteState(NamedTuple):
@@ -143,4 +143,6 @@ def skip_nonfinite(tx: optax.GradientTransformation) -> optax.GradientTransforma
     )
     return _keep(ok, new_updates, _negative_zeros(new_updates)), new_state
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  out = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  config = _config.recorded(tx)  # what tx is, skip_nonfinite(tx) is too
+  return out if config is None else _config.record(out, config)
