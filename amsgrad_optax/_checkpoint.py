@@ -287,7 +287,7 @@ def _orbax():
   except ImportError as e:  # pragma: no cover - orbax is in the checkpoint extra
     raise ImportError(
       "save_checkpoint and restore_checkpoint need orbax-checkpoint: "
-      "pip install 'amsgrad-optax[checkpoint]' (or orbax-checkpoint)"
+      "pip install orbax-checkpoint (it is in amsgrad-optax's 'examples' extra)"
     ) from e
   return ocp
 
@@ -378,6 +378,16 @@ def read_checkpoint_config(path: Any) -> dict[str, Any]:
   Raises:
     ValueError: if the checkpoint was not written by :func:`save_checkpoint`
       (e.g. by ``orbax``'s ``StandardCheckpointer`` directly).
+
+  Examples:
+    >>> import os, tempfile, jax.numpy as jnp
+    >>> import amsgrad_optax
+    >>> tx = amsgrad_optax.amsgrad(1e-3, b2=0.99, convention="keras")
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt")
+    >>> amsgrad_optax.save_checkpoint(path, tx.init(jnp.zeros(2)), tx)
+    >>> cfg = amsgrad_optax.read_checkpoint_config(path)
+    >>> cfg["convention"], cfg["b2"]
+    ('keras', 0.99)
   """
   ocp = _orbax()
   full = os.path.abspath(os.fspath(path))
@@ -449,6 +459,22 @@ def restore_checkpoint(
       that ``allow_changes`` does not name, ``allow_changes`` names an
       unknown field or a change to or from ``"optax"``; and as
       :func:`restore_state` raises.
+
+  Examples:
+    >>> import os, tempfile, jax.numpy as jnp
+    >>> import amsgrad_optax
+    >>> tx = amsgrad_optax.amsgrad(1e-3)
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt")
+    >>> amsgrad_optax.save_checkpoint(path, tx.init(jnp.ones(2)), tx)
+    >>> finetune = amsgrad_optax.amsgrad(1e-4)
+    >>> amsgrad_optax.restore_checkpoint(path, finetune.init(jnp.zeros(2)), finetune)
+    Traceback (most recent call last):
+    ...
+    ValueError: the checkpoint at ... was saved by another optimizer: learning_rate is 0.001 there, 0.0001 here...
+    >>> state = amsgrad_optax.restore_checkpoint(
+    ...     path, finetune.init(jnp.zeros(2)), finetune, allow_changes=("learning_rate",))
+    >>> int(state[0].count)
+    0
   """
   ocp = _orbax()
   config = _config.amsgrad_config(tx)

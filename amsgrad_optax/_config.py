@@ -140,7 +140,7 @@ def amsgrad_config(tx: optax.GradientTransformation | AmsgradConfig) -> AmsgradC
   found = recorded(tx)
   if found is None:
     raise ValueError(
-      f"{_describe(tx)} carries no AmsgradConfig: only the transformations "
+      f"tx: {_describe(tx)} carries no AmsgradConfig: only the transformations "
       "amsgrad_optax.amsgrad and amsgrad_optax.scale_by_amsgrad return (and "
       "skip_nonfinite around them) record one. Pass that inner "
       "transformation, or build amsgrad_optax.AmsgradConfig(convention=..., "

@@ -92,8 +92,8 @@ def _hyperparameter(name: str, sources: list[tuple[str, Any]]) -> Any:
     if not _config.same_value(given[0][1], value):
       raise ValueError(
         f"diagnostics: {name} is {_config.show(given[0][1])} in {given[0][0]} but "
-        f"{_config.show(value)} in {where}. Pass the hyperparameters the state "
-        "was built with, or leave this one out to use what the state holds."
+        f"{_config.show(value)} in {where}: one of them is not what the state was "
+        "built with. Pass the optimizer's value, or leave the argument out."
       )
   return given[0][1] if given else None
 
@@ -278,7 +278,7 @@ def diagnostics(
   if missing:
     raise ValueError(
       f"diagnostics needs {', '.join(missing)} for the {conv.name!r} convention, "
-      "and neither the state nor an argument gives it: pass tx= (the "
+      "and neither the state nor an argument gives them: pass tx= (the "
       "transformation amsgrad_optax.amsgrad returned, or an "
       "amsgrad_optax.AmsgradConfig), or the keyword arguments. Nothing is "
       "assumed: a default that differs from the optimizer's would give wrong figures."
