@@ -204,25 +204,31 @@ def check_state_values(state: Any) -> None:
 
 
 def _check_named_values(leaves: dict[tuple[str, ...], Any]) -> None:
-  arrays = {name: np.asarray(x) for name, x in leaves.items()}
-  for name, x in arrays.items():
-    if name and name[-1] in _COUNTERS and np.issubdtype(x.dtype, np.integer) and np.any(x < 0):
+  # Reductions run where the arrays are (jnp), and only the failing leaf is
+  # fetched to the host for the message: params, which are not checked, are
+  # never copied, and a sharded state is not gathered.
+  for name, x in leaves.items():
+    if not (name and name[-1] in _COUNTERS and np.issubdtype(_dtype(x), np.integer)):
+      continue
+    if bool(jnp.any(jnp.asarray(x) < 0)):
+      x = np.asarray(x)
       what = "a step count" if name[-1] == "count" else "a skip counter"
       raise ValueError(
         f"restored leaf {_show(name)} is {_first(x, x < 0)}, but {what} is never "
         "negative: the checkpoint is corrupt or was edited."
       )
-    if name and name[-1] == "consecutive_skipped":
-      total = arrays.get((*name[:-1], "total_skipped"))
-      if total is not None and np.any(x > total):
+    total = leaves.get((*name[:-1], "total_skipped"))
+    if name[-1] == "consecutive_skipped" and total is not None:
+      if bool(jnp.any(jnp.asarray(x) > jnp.asarray(total))):
+        x, total = np.asarray(x), np.asarray(total)
         raise ValueError(
           f"restored leaf {_show(name)} is {_first(x, x > total)}, above "
           f"total_skipped ({_first(total, x > total)}): consecutive skips are "
           "also counted in the total. The checkpoint is corrupt or was edited."
         )
-  for prefix in sorted({name[:-1] for name in arrays if name and name[-1] == "count"}):
-    fields: dict[str, dict[tuple[str, ...], np.ndarray]] = {}
-    for name, x in arrays.items():
+  for prefix in sorted({name[:-1] for name in leaves if name and name[-1] == "count"}):
+    fields: dict[str, dict[tuple[str, ...], Any]] = {}
+    for name, x in leaves.items():
       if len(name) > len(prefix) and name[: len(prefix)] == prefix:
         fields.setdefault(name[len(prefix)], {})[name[len(prefix) + 1 :]] = x
     if set(fields) not in _MOMENT_STATES:
@@ -230,7 +236,9 @@ def _check_named_values(leaves: dict[tuple[str, ...], Any]) -> None:
     for field in ("mu", "nu", "nu_max"):
       for sub, x in fields.get(field, {}).items():
         path = _show((*prefix, field, *sub))
-        if np.issubdtype(x.dtype, np.inexact) and not np.all(np.isfinite(x)):
+        x = jnp.asarray(x)
+        if jnp.issubdtype(x.dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(x))):
+          x = np.asarray(x)
           bad = ~np.isfinite(x)
           raise ValueError(
             f"restored leaf {path} is not finite ({_first(x, bad)} at index "
@@ -239,7 +247,8 @@ def _check_named_values(leaves: dict[tuple[str, ...], Any]) -> None:
             "NaN or inf. Restore an earlier checkpoint (skip_nonfinite keeps the "
             "state finite), or pass check_values=False to restore it as it is."
           )
-        if field != "mu" and np.any(x < 0):
+        if field != "mu" and bool(jnp.any(x < 0)):
+          x = np.asarray(x)
           raise ValueError(
             f"restored leaf {path} is {_first(x, x < 0)} at index {_where(x < 0)}, "
             "but a second moment (an average of squares) is never negative: the "
@@ -247,11 +256,16 @@ def _check_named_values(leaves: dict[tuple[str, ...], Any]) -> None:
           )
     for sub, top in fields.get("nu_max", {}).items():
       nu = fields["nu"].get(sub)
-      if nu is None or nu.shape != top.shape:
+      if nu is None or np.shape(nu) != np.shape(top):
         continue
-      slack = 4 * float(jnp.finfo(nu.dtype).eps) * nu.astype(np.float64)
-      low = top.astype(np.float64) < nu.astype(np.float64) - slack
-      if np.any(low):
+      top, nu = jnp.asarray(top), jnp.asarray(nu)
+      with jax.numpy_dtype_promotion("standard"):
+        wide = jnp.promote_types(jnp.promote_types(nu.dtype, top.dtype), jnp.float32)
+      nu_w = nu.astype(wide)
+      slack = 4 * float(jnp.finfo(nu.dtype).eps)
+      if bool(jnp.any(top.astype(wide) < nu_w - slack * nu_w)):
+        top, nu = np.asarray(top), np.asarray(nu)
+        low = top.astype(np.float64) < nu.astype(np.float64) * (1 - slack)
         i = _where(low)
         raise ValueError(
           f"restored leaf {_show((*prefix, 'nu_max', *sub))} is below "
@@ -276,9 +290,6 @@ def _first(x: np.ndarray, mask: np.ndarray) -> Any:
 _ITEM_STATE = "state"
 _ITEM_META = "amsgrad_optax"
 _FORMAT = 1
-# Conventions whose nu_max is the running maximum of the raw v_t: a state of
-# one means the same in another. Under "optax" nu_max is max(v_t / c2_t).
-_RAW_MAX = ("pytorch", "keras", "paper")
 
 
 def _orbax():
