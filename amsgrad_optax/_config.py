@@ -12,11 +12,11 @@ of assuming defaults.
 from __future__ import annotations
 
 import dataclasses
-import math
 import weakref
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -166,7 +166,7 @@ def same_value(a: Any, b: Any) -> bool:
   x, y = _validation.concrete_value(a), _validation.concrete_value(b)
   if x is None or y is None:
     return True
-  dtypes = [d for d in (x.dtype, y.dtype) if np.issubdtype(d, np.inexact)]
+  dtypes = [d for d in (x.dtype, y.dtype) if jnp.issubdtype(d, jnp.inexact)]
   dtype = min(dtypes, key=lambda d: d.itemsize) if dtypes else np.dtype(np.float64)
   x, y = x.astype(dtype), y.astype(dtype)
   return bool(np.all((x == y) | (np.isnan(x) & np.isnan(y))))
@@ -181,7 +181,6 @@ def show(value: Any) -> str:
   arr = _validation.concrete_value(value)
   if arr is None:
     return "a traced value"
-  if arr.shape == () and np.issubdtype(arr.dtype, np.floating):
-    f = float(arr)
-    return repr(f) if math.isfinite(f) else str(f)
+  if arr.shape == () and jnp.issubdtype(arr.dtype, jnp.floating):  # bfloat16 too
+    return str(arr[()])  # shortest repr in its own dtype: float32 0.9 is "0.9"
   return repr(value)
