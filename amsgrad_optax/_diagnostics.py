@@ -11,9 +11,6 @@ import optax
 from amsgrad_optax import _config, _conventions, _transform, _validation
 
 _STATE_CLASSES = (_transform.ScaleByAmsgradState, optax.ScaleByAmsgradState)
-_STATE_NAME = "ScaleByAmsgradState"
-
-
 _INJECT_CLASSES = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
 _NODES = _STATE_CLASSES + _INJECT_CLASSES
 

@@ -272,6 +272,11 @@ def test_optax_convention_hyperparameters_come_from_an_inject_hyperparams_state(
   # Jitted, with the hyperparameters traced inside the state.
   got = jax.jit(functools.partial(amsgrad_optax.diagnostics, convention="optax"))(state)
   np.testing.assert_allclose(float(got["step_min"]), _float64_step_min(), rtol=2e-6)
+  # Found through skip_nonfinite's state between the two.
+  tx = optax.inject_hyperparams(amsgrad_optax.amsgrad)(LR, B1, **OPTAX_HP, skip_nonfinite=True)
+  state, _ = _run(tx, TINY)
+  got = amsgrad_optax.diagnostics(state, convention="optax")
+  np.testing.assert_allclose(float(got["step_min"]), _float64_step_min(), rtol=2e-6)
 
 
 def test_an_injected_schedule_is_read_as_the_rate_the_last_update_took():
