@@ -181,3 +181,23 @@ def test_flax_nnx_optimizer_donated_under_nnx_jit():
     u, s = tx.update({"b": jnp.full((2,), 0.3), "w": jnp.full((3, 2), 0.3)}, s, p)
     p = optax.apply_updates(p, u)
   np.testing.assert_array_equal(np.asarray(model.w[...]), np.asarray(p["w"]))
+
+
+def test_a_sharded_state_is_donatable():
+  # shard_state places every leaf anew: still one buffer per leaf, per device.
+  if jax.device_count() < 2:
+    pytest.skip("needs several devices (conftest forces 8 CPU devices)")
+  mesh = jax.make_mesh((jax.device_count(),), ("data",))
+  params = {"w": jnp.ones((jax.device_count(), 3)), "b": jnp.zeros((3,))}
+  tx = amsgrad_optax.amsgrad(1e-2, skip_nonfinite=True)
+  state = amsgrad_optax.shard_state(tx.init(params), mesh)
+  params = jax.device_put(params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  # Outputs placed as the inputs, so that every donated buffer can be reused.
+  shardings = jax.tree.map(lambda x: x.sharding, (params, state))
+  step = jax.jit(_step(tx), donate_argnums=(0, 1), out_shardings=shardings)
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.3), params)
+  for _ in range(2):
+    old = state
+    params, state = step(params, state, grads)
+  assert old.inner_state[0].mu["w"].is_deleted()
+  assert int(state.inner_state[0].count) == 2
