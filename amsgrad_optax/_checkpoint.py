@@ -115,7 +115,7 @@ def restore_state(target: Any, restored: Any, *, check_values: bool = True) -> A
   """
   target_leaves = _named_leaves(target, "target")
   restored_leaves = _named_leaves(restored, "restored")
-  values = []
+  values, seen = [], set()  # seen: ids of the arrays in values, which keeps them alive
   for name, want in target_leaves.items():
     if name not in restored_leaves:
       raise ValueError(
@@ -138,7 +138,13 @@ def restore_state(target: Any, restored: Any, *, check_values: bool = True) -> A
         "checkpoint was saved with (params dtype, mu_dtype, nu_dtype), or "
         "cast the restored tree explicitly before restoring."
       )
-    values.append(got if isinstance(got, jax.Array) else jnp.asarray(got))
+    value = got if isinstance(got, jax.Array) else jnp.asarray(got)
+    if id(value) in seen:
+      # One array at two paths would make the state undonatable ("donate the
+      # same buffer twice"): each leaf gets its own buffer.
+      value = jnp.copy(value)
+    seen.add(id(value))
+    values.append(value)
   extra = [name for name in restored_leaves if name not in target_leaves]
   if extra:
     raise ValueError(

@@ -201,3 +201,11 @@ def test_a_sharded_state_is_donatable():
     params, state = step(params, state, grads)
   assert old.inner_state[0].mu["w"].is_deleted()
   assert int(state.inner_state[0].count) == 2
+
+
+def test_a_restored_state_is_donatable_even_if_the_restored_tree_shared_an_array():
+  tx = amsgrad_optax.amsgrad(1e-2, skip_nonfinite=True)
+  state = tx.init(SMALL)
+  zero = jnp.zeros([], jnp.int32)
+  raw = state._replace(total_skipped=zero, consecutive_skipped=zero)
+  _assert_no_shared_buffer(amsgrad_optax.restore_state(state, raw))
