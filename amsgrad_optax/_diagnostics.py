@@ -62,6 +62,20 @@ def _f32(x: jax.typing.ArrayLike) -> jax.Array:
   return jnp.asarray(x).astype(jnp.float32)
 
 
+def _coordinates(x: jax.Array, conv: _conventions.Convention) -> jax.Array:
+  """A second-moment leaf as real coordinates.
+
+  A complex ``nu`` holds, under ``"pytorch"`` (``torch.view_as_real``), the
+  real and the imaginary part's moments, two coordinates each; under
+  ``"optax"`` a real value in a complex array.
+  """
+  if not jnp.iscomplexobj(x):
+    return x
+  if conv.complex_mode == "real_view":
+    return jnp.stack([jnp.real(x), jnp.imag(x)])
+  return jnp.real(x)
+
+
 # What each convention needs beyond learning_rate, eps and eps_root.
 def _needed(conv: _conventions.Convention) -> tuple[str, ...]:
   names = ["learning_rate", "eps", "eps_root"]
@@ -299,6 +313,7 @@ def diagnostics(
 
   steps, capped = [jnp.zeros([0], jnp.float32)], [jnp.zeros([0], bool)]
   for nu, nu_max in zip(nus, nu_maxes, strict=True):
+    nu, nu_max = _coordinates(nu, conv), _coordinates(nu_max, conv)
     # Compare against the quantity the maximum is taken over, in its own
     # dtype, so an inactive cap compares equal bit for bit.
     if conv.nu_correction == "max":
