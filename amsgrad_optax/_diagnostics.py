@@ -256,6 +256,10 @@ def diagnostics(
       if name in hp:
         (value,) = _leaves(hp[name])
         out.append(("the inject_hyperparams state", value))
+      elif name == "b1_decay" and "b1" in hp:
+        # Injected hyperparameters without b1_decay: amsgrad_optax.amsgrad's
+        # default (None) and optax.amsgrad both keep b1 constant.
+        out.append(("the inject_hyperparams state (no b1_decay: constant b1)", 1.0))
     if recorded is not None:
       out.append(("tx's config", getattr(recorded, name)))
     if isinstance(amsgrad_state, optax.ScaleByAmsgradState):
