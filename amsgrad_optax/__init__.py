@@ -1,6 +1,8 @@
 """AMSGrad (Reddi, Kale & Kumar, ICLR 2018) as optax gradient transformations."""
 
+from amsgrad_optax._adamx import scale_by_adamx as scale_by_adamx
 from amsgrad_optax._alias import adamnc as adamnc
+from amsgrad_optax._alias import adamx as adamx
 from amsgrad_optax._alias import amsgrad as amsgrad
 from amsgrad_optax._checkpoint import restore_state as restore_state
 from amsgrad_optax._conventions import CONVENTIONS as CONVENTIONS
@@ -26,12 +28,14 @@ __all__ = (
   "ScaleByAmsgradState",
   "SkipNonfiniteState",
   "adamnc",
+  "adamx",
   "amsgrad",
   "diagnostics",
   "get_convention",
   "inverse_sqrt_schedule",
   "restore_state",
   "scale_by_adamnc",
+  "scale_by_adamx",
   "scale_by_amsgrad",
   "shard_state",
   "skip_nonfinite",

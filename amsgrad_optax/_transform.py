@@ -238,6 +238,7 @@ def scale_by_amsgrad(
   b1_decay: jax.typing.ArrayLike = 1.0,
   mu_dtype: Any | None = None,
   nu_dtype: Any | None = None,
+  _nu_max_factor: Any = None,
 ) -> optax.GradientTransformation:
   r"""Returns a transformation that rescales updates by AMSGrad.
 
@@ -284,6 +285,9 @@ def scale_by_amsgrad(
       ``1.0`` (default) keeps it constant.
     mu_dtype: dtype of ``mu``; None for the param's dtype.
     nu_dtype: dtype of ``nu`` and ``nu_max``; None for the rule above.
+    _nu_max_factor: private, for :func:`amsgrad_optax.scale_by_adamx`: a
+      function of the step count returning a scalar that multiplies
+      :math:`\hat v_{t-1}` before the maximum; None for none.
 
   Returns:
     An :class:`optax.GradientTransformation` whose state is a
@@ -329,6 +333,7 @@ def scale_by_amsgrad(
     # the same values, and far fewer operations to trace on a large model.
     scalars = _PerDtype()
     step_factor = jnp.sqrt(bc2) / bc1 if conv.nu_correction == "step" else None
+    nu_max_factor = None if _nu_max_factor is None else _nu_max_factor(count)
 
     def leaf(g, m, v, v_max):
       g = jnp.asarray(g)
@@ -336,6 +341,8 @@ def scale_by_amsgrad(
       v_dtype, wide = v.dtype, _wide(v.dtype)
       b2_ = scalars(_cast_hp, b2, wide)
       v = scalars(_one_minus, b2_, wide) * _abs_sq(g, wide) + b2_ * _cast(v, wide)
+      if nu_max_factor is not None:  # AdamX rescales the old maximum first
+        v_max = _cast(v_max, wide) * scalars(_cast, nu_max_factor, wide)
       if conv.nu_correction == "max":
         v_max = jnp.maximum(_cast(v_max, wide), v / scalars(_cast, bc2, wide))
       else:
