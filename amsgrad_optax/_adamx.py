@@ -30,7 +30,7 @@ def scale_by_adamx(
   eps: jax.typing.ArrayLike = 1e-8,
   eps_root: jax.typing.ArrayLike = 0.0,
   *,
-  b1_decay: jax.typing.ArrayLike = 1.0,
+  b1_decay: jax.typing.ArrayLike | None = None,
   mu_dtype: Any | None = None,
   nu_dtype: Any | None = None,
 ) -> optax.GradientTransformation:
@@ -54,7 +54,7 @@ def scale_by_adamx(
   The factor keeps :math:`\sqrt{\hat v_t}/(1-\beta_{1,t})` non-decreasing,
   the step that AMSGrad's convergence proof needed and AMSGrad does not
   guarantee once :math:`\beta_{1,t}` decays. With a constant
-  :math:`\beta_1` (``b1_decay=1``, the default) the factor is 1 and AdamX
+  :math:`\beta_1` (``b1_decay`` None, the default, or 1) the factor is 1 and AdamX
   is :func:`scale_by_amsgrad` with ``convention="paper"``. The update is
   :func:`scale_by_amsgrad`'s own, with this factor applied to the running
   maximum; the state is a :class:`ScaleByAmsgradState`.
@@ -66,7 +66,7 @@ def scale_by_adamx(
       has none).
     eps_root: added to :math:`\hat v_t` inside the square root, >= 0.
     b1_decay: :math:`\lambda` in :math:`\beta_{1,t} = \beta_1\lambda^{t-1}`,
-      in [0, 1].
+      in [0, 1]; None (default) keeps :math:`\beta_1` constant.
     mu_dtype: dtype of ``mu``; None for the param's dtype.
     nu_dtype: dtype of ``nu`` and ``nu_max``, as in :func:`scale_by_amsgrad`.
 
@@ -91,9 +91,10 @@ def scale_by_adamx(
     Tran & Phong, `On the Convergence Proof of AMSGrad and a New Version
     <https://arxiv.org/abs/1904.03590>`_, IEEE Access 7, 2019, Algorithm 2.
   """
-  _validation.check_range("b1_decay", b1_decay, low=0.0, high=1.0, high_inclusive=True)
+  if b1_decay is not None:
+    _validation.check_range("b1_decay", b1_decay, low=0.0, high=1.0, high_inclusive=True)
   factor = None
-  if not (isinstance(b1_decay, (int, float)) and b1_decay == 1):
+  if not (b1_decay is None or (isinstance(b1_decay, (int, float)) and b1_decay == 1)):
     factor = _nu_max_factor(b1, b1_decay)
   return _transform.scale_by_amsgrad(
     b1,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
-from amsgrad_optax import _adamx, _robust, _transform, _validation
+from amsgrad_optax import _adamx, _conventions, _robust, _transform, _validation
 
 MaskOrFn = Any
 
@@ -15,51 +16,92 @@ MaskOrFn = Any
 def _finish(
   scaler: optax.GradientTransformation,
   learning_rate: optax.ScalarOrSchedule,
-  weight_decay: jax.typing.ArrayLike,
+  weight_decay: jax.typing.ArrayLike | None,
   decoupled_weight_decay: bool,
   mask: MaskOrFn,
   skip_nonfinite: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
+  """Returns ``chain(scaler with weight decay, scale_by_learning_rate)``.
+
+  The chain has two parts whatever the hyperparameters are: the weight decay
+  is folded into the first, whose state is the scaler's. So the state's
+  structure is the same for a number, an array or a traced value (under
+  ``optax.inject_hyperparams``), and the same as ``optax.amsgrad``'s.
+  """
   _validation.check_learning_rate(learning_rate)
   if callable(learning_rate):
     learning_rate = _validation.checked_schedule(learning_rate)
+  else:
+    _validation.check_finite_in("learning_rate", learning_rate, _conventions.default_float_dtype())
   if not isinstance(skip_nonfinite, bool):
     raise TypeError(f"skip_nonfinite must be a bool, got {skip_nonfinite!r}")
-  _validation.check_range("weight_decay", weight_decay, low=0.0)
+  if weight_decay is not None:
+    _validation.check_range("weight_decay", weight_decay, low=0.0)
+    _validation.check_finite_in("weight_decay", weight_decay, _conventions.default_float_dtype())
   if not isinstance(decoupled_weight_decay, bool):
     raise TypeError(f"decoupled_weight_decay must be a bool, got {decoupled_weight_decay!r}")
-  parts = [scaler]
-  if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
-    decay = _add_decayed_weights(weight_decay, mask)
-    # Coupled: g + wd*p enters the moments (torch.optim.Adam(weight_decay=..)).
-    # Decoupled: lr*wd*p is subtracted beside the step (torch.optim.AdamW).
-    parts = [scaler, decay] if decoupled_weight_decay else [decay, scaler]
-  parts.append(optax.scale_by_learning_rate(learning_rate))
+  parts = [
+    _with_weight_decay(scaler, weight_decay, decoupled_weight_decay, mask),
+    _scale_by_learning_rate(learning_rate),
+  ]
   tx = _validation.with_chain_state_check(optax.chain(*parts), len(parts))
   return _robust.skip_nonfinite(tx) if skip_nonfinite else tx
 
 
-def _add_decayed_weights(
-  weight_decay: jax.typing.ArrayLike, mask: MaskOrFn
-) -> optax.GradientTransformation:
-  """``optax.add_decayed_weights`` that tolerates missing params when wd == 0.
-
-  ``optax.inject_hyperparams`` turns the default ``weight_decay=0.0`` into an
-  array, which would otherwise make ``params`` mandatory for every update.
-  """
-  inner = optax.add_decayed_weights(weight_decay, mask)
-
-  def init_fn(params):
-    _validation.check_mask(mask, params)
-    return inner.init(params)
+def _scale_by_learning_rate(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  """``optax.scale_by_learning_rate`` that checks a concrete rate in each update's dtype."""
+  inner = optax.scale_by_learning_rate(learning_rate)
+  if callable(learning_rate):
+    return inner
 
   def update_fn(updates, state, params=None):
-    if params is None and not jax.tree.leaves(updates):
-      return updates, state  # nothing to decay: an empty tree (or None) of params
+    for dtype in {jnp.dtype(_real(u)) for u in jax.tree.leaves(updates)}:
+      # -lr * u is formed in the update's dtype: lr = 1e5 is inf in float16.
+      _validation.check_finite_in("learning_rate", learning_rate, dtype)
+    if isinstance(learning_rate, (int, float)):
+      return inner.update(updates, state, params)
+    # An array rate is cast to each update's dtype, as optax does for a
+    # schedule's value (a bfloat16 rate times float32 updates is refused under
+    # strict promotion); a float32 rate with float32 updates is unchanged.
+    step = -jnp.asarray(learning_rate)
+    return jax.tree.map(lambda u: _cast_real(step, u) * u, updates), state
+
+  return optax.GradientTransformation(inner.init, update_fn)
+
+
+def _cast_real(step: jax.Array, u: jax.Array) -> jax.Array:
+  dtype = _real(u) if not jnp.iscomplexobj(u) else jnp.result_type(u)
+  return step.astype(dtype)
+
+
+def _real(u) -> jnp.dtype:
+  dtype = getattr(u, "dtype", None) or jnp.result_type(u)
+  return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.inexact) else dtype
+
+
+def _with_weight_decay(
+  scaler: optax.GradientTransformation,
+  weight_decay: jax.typing.ArrayLike | None,
+  decoupled: bool,
+  mask: MaskOrFn,
+) -> optax.GradientTransformation:
+  """Returns ``scaler`` with weight decay before it (coupled) or after it (decoupled).
+
+  Coupled: ``g + wd * p`` enters the moments (``torch.optim.Adam(weight_decay=..)``).
+  Decoupled: ``wd * p`` is added to the step (``torch.optim.AdamW``), which the
+  learning rate then scales. The state is the scaler's own.
+  """
+  if weight_decay is None:
+    return scaler
+  decay = optax.add_decayed_weights(weight_decay, mask)
+
+  def apply_decay(updates, params):
+    wd = _validation.concrete_value(weight_decay)
+    if wd is not None and not wd.any():
+      return updates  # a concrete zero: nothing to add, bit for bit
     if params is None:
-      wd = _validation.concrete_value(weight_decay)
-      if wd is not None and not wd.any():
-        return updates, state
+      if not jax.tree.leaves(updates):
+        return updates  # nothing to decay: an empty tree (or None) of params
       shown = "traced" if wd is None else repr(weight_decay)
       raise ValueError(
         f"params must be passed to update() when weight_decay is set (it is "
@@ -69,7 +111,29 @@ def _add_decayed_weights(
         "'weight_decay' in static_args."
       )
     _validation.check_mask(mask, params)
-    return inner.update(updates, state, params)
+    decayed, _ = decay.update(updates, decay.init(params), params)
+    if wd is not None:
+      return decayed
+    # Traced (optax.inject_hyperparams): a zero rate must leave the updates
+    # exactly as they are (g + 0 * p turns -0.0 into +0.0, and inf params into NaN).
+    return jax.tree.map(
+      lambda d, u: None if u is None else jnp.where(weight_decay == 0, u, d),
+      decayed,
+      updates,
+      is_leaf=lambda x: x is None,
+    )
+
+  def init_fn(params):
+    _validation.check_mask(mask, params)
+    return scaler.init(params)
+
+  def update_fn(updates, state, params=None):
+    if not decoupled:
+      updates = apply_decay(updates, params)
+    updates, state = scaler.update(updates, state, params)
+    if decoupled:
+      updates = apply_decay(updates, params)
+    return updates, state
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -81,11 +145,11 @@ def amsgrad(
   eps: jax.typing.ArrayLike = 1e-8,
   eps_root: jax.typing.ArrayLike = 0.0,
   *,
-  weight_decay: jax.typing.ArrayLike = 0.0,
+  weight_decay: jax.typing.ArrayLike | None = None,
   decoupled_weight_decay: bool = True,
   mask: MaskOrFn = None,
   convention: str = "pytorch",
-  b1_decay: jax.typing.ArrayLike = 1.0,
+  b1_decay: jax.typing.ArrayLike | None = None,
   mu_dtype: Any | None = None,
   nu_dtype: Any | None = None,
   skip_nonfinite: bool = False,
@@ -115,15 +179,18 @@ def amsgrad(
     b2: decay rate of the second moment, in [0, 1).
     eps: added to the denominator outside the square root, >= 0.
     eps_root: added to the running max inside the square root, >= 0.
-    weight_decay: the weight-decay rate :math:`\lambda`, >= 0.
+    weight_decay: the weight-decay rate :math:`\lambda`, >= 0; None
+      (default) for none. The state has the same structure either way.
     decoupled_weight_decay: decoupled (AdamW) when True, coupled L2 when
       False.
     mask: a tree of booleans, or a function of the params returning one,
       choosing the leaves that are decayed (as in :func:`optax.adamw`).
     convention: one of :data:`amsgrad_optax.CONVENTIONS`.
     b1_decay: the paper's :math:`\lambda` for :math:`\beta_{1,t} =
-      \beta_1\lambda^{t-1}`; 1.0 keeps :math:`\beta_1` constant.
-    mu_dtype: dtype of ``mu``; None for the param's dtype.
+      \beta_1\lambda^{t-1}`; None (default) or 1.0 keeps :math:`\beta_1`
+      constant.
+    mu_dtype: dtype of ``mu``; None for the param's dtype (float32 for
+      float16 params).
     nu_dtype: dtype of ``nu`` and ``nu_max``; None for the param's dtype,
       float32 for float16 params.
     skip_nonfinite: if True, a step whose gradients, updates or new state
@@ -178,10 +245,10 @@ def adamnc(
   eps: jax.typing.ArrayLike = 1e-8,
   eps_root: jax.typing.ArrayLike = 0.0,
   *,
-  weight_decay: jax.typing.ArrayLike = 0.0,
+  weight_decay: jax.typing.ArrayLike | None = None,
   decoupled_weight_decay: bool = True,
   mask: MaskOrFn = None,
-  b1_decay: jax.typing.ArrayLike = 1.0,
+  b1_decay: jax.typing.ArrayLike | None = None,
   mu_dtype: Any | None = None,
   nu_dtype: Any | None = None,
   skip_nonfinite: bool = False,
@@ -198,7 +265,7 @@ def adamnc(
     b1: decay rate of the first moment, in [0, 1).
     eps: added to the denominator outside the square root, >= 0.
     eps_root: added to :math:`v_t` inside the square root, >= 0.
-    weight_decay: the weight-decay rate, >= 0.
+    weight_decay: the weight-decay rate, >= 0; None (default) for none.
     decoupled_weight_decay: decoupled (AdamW) when True, coupled when False.
     mask: the leaves that are decayed, as in :func:`optax.adamw`.
     b1_decay: :math:`\lambda` in :math:`\beta_{1,t} = \beta_1\lambda^{t-1}`.
@@ -236,10 +303,10 @@ def adamx(
   eps: jax.typing.ArrayLike = 1e-8,
   eps_root: jax.typing.ArrayLike = 0.0,
   *,
-  weight_decay: jax.typing.ArrayLike = 0.0,
+  weight_decay: jax.typing.ArrayLike | None = None,
   decoupled_weight_decay: bool = True,
   mask: MaskOrFn = None,
-  b1_decay: jax.typing.ArrayLike = 1.0,
+  b1_decay: jax.typing.ArrayLike | None = None,
   mu_dtype: Any | None = None,
   nu_dtype: Any | None = None,
   skip_nonfinite: bool = False,
@@ -250,7 +317,7 @@ def adamx(
   ``-learning_rate``; weight decay works as in :func:`amsgrad`. Tran &
   Phong's analysis uses :math:`\alpha_t = \alpha/\sqrt{t}`
   (:func:`inverse_sqrt_schedule`) and :math:`\beta_{1,t} =
-  \beta_1\lambda^{t-1}` (``b1_decay < 1``); with ``b1_decay=1`` AdamX is
+  \beta_1\lambda^{t-1}` (``b1_decay < 1``); with a constant :math:`\beta_1` AdamX is
   ``amsgrad(..., convention="paper")``.
 
   Args:

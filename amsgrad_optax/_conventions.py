@@ -22,8 +22,10 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NuCorrection = Literal["none", "denominator", "step", "max"]
+ComplexMode = Literal["real_view", "complex", "abs_sq"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,14 @@ class Convention:
       (as PyTorch does, in double precision on the host) or as a float32
       power (as optax and Keras do, whose rounding of :math:`\\beta_2` shifts
       :math:`c_2` by up to about 1e-5 relative).
+    complex_mode: how complex params are updated, as the framework does it:
+      ``"real_view"`` (PyTorch: the real and imaginary parts are separate
+      coordinates, each with its own moments, as ``torch.view_as_real``),
+      ``"complex"`` (optax: ``nu = EMA((conj(g) g).real)`` held in a complex
+      array and every step formed in complex arithmetic), or ``"abs_sq"``
+      (a real ``nu = EMA(|g|^2)`` and real scale factors; Keras itself
+      squares a complex gradient as ``g * g``, which is not a second moment,
+      so the ``"keras"`` convention does not follow it there).
     formula: the step, for documentation.
     matches: the reference implementations this convention reproduces.
   """
@@ -49,6 +59,7 @@ class Convention:
   correct_mu: bool
   nu_correction: NuCorrection
   exact_powers: bool
+  complex_mode: ComplexMode
   formula: str
   matches: str
 
@@ -90,6 +101,7 @@ _TABLE = (
     correct_mu=True,
     nu_correction="denominator",
     exact_powers=True,
+    complex_mode="real_view",
     formula="lr/(1-b1^t) * mu / (sqrt(nu_max)/sqrt(1-b2^t) + eps), nu_max = max(nu_max, nu)",
     matches="torch.optim.Adam(amsgrad=True), torch.optim.AdamW(amsgrad=True); "
     "labml AMSGrad(optimized_update=False)",
@@ -99,6 +111,7 @@ _TABLE = (
     correct_mu=True,
     nu_correction="step",
     exact_powers=False,
+    complex_mode="abs_sq",
     formula="lr*sqrt(1-b2^t)/(1-b1^t) * mu / (sqrt(nu_max) + eps), nu_max = max(nu_max, nu)",
     matches="keras.optimizers.Adam(amsgrad=True) (Keras 3, TF); "
     "labml AMSGrad(optimized_update=True)",
@@ -108,6 +121,7 @@ _TABLE = (
     correct_mu=True,
     nu_correction="max",
     exact_powers=False,
+    complex_mode="complex",
     formula="lr * (mu/(1-b1^t)) / (sqrt(nu_max + eps_root) + eps), "
     "nu_max = max(nu_max, nu/(1-b2^t))",
     matches="optax.amsgrad, optax.scale_by_amsgrad (default flags)",
@@ -117,6 +131,7 @@ _TABLE = (
     correct_mu=False,
     nu_correction="none",
     exact_powers=True,
+    complex_mode="abs_sq",
     formula="lr * mu / (sqrt(nu_max + eps_root) + eps), nu_max = max(nu_max, nu)",
     matches="Reddi, Kale & Kumar (2018), Algorithm 2 (with eps=0); "
     "optax.scale_by_amsgrad(bias_correction_mu=False, bias_correction_nu=False)",
@@ -155,7 +170,17 @@ def get_convention(name: str) -> Convention:
 
 
 def _is_concrete_one(x) -> bool:
-  return isinstance(x, (int, float)) and x == 1
+  """True for a number, or a concrete (untraced) scalar array, equal to 1."""
+  if x is None:
+    return True  # an unset rate: constant
+  if isinstance(x, (int, float)):
+    return x == 1
+  if isinstance(x, jax.core.Tracer):
+    return False
+  try:
+    return bool(np.asarray(x) == 1)
+  except (TypeError, ValueError):
+    return False
 
 
 def default_float_dtype() -> jnp.dtype:
@@ -212,10 +237,7 @@ def one_minus_power(
     1.0
   """
   if not exact and _is_concrete_one(decay):
-    # The expression optax evaluates, `1 - b**t`, with the int32 count cast
-    # explicitly so that it also holds under strict dtype promotion.
-    b_arr = as_float(b)
-    return 1 - b_arr ** jnp.asarray(t).astype(b_arr.dtype)
+    return _plain_one_minus_power(b, t)
   dtype = as_float(b).dtype
   tf = jnp.asarray(t).astype(dtype)
   log_b = _log(b, dtype)
@@ -226,7 +248,22 @@ def one_minus_power(
   # At t = 1 the value is 1 - b itself; 1 - exp(log b) would be an ulp or two
   # off, since log b is rounded first.
   first = (1.0 - b) if isinstance(b, (int, float)) else 1 - as_float(b)
-  return jnp.where(jnp.asarray(t) == 1, jnp.asarray(first, dtype), _one_minus_exp(exponent))
+  out = jnp.where(jnp.asarray(t) == 1, jnp.asarray(first, dtype), _one_minus_exp(exponent))
+  if not exact:
+    # A traced decay (under optax.inject_hyperparams) that is 1 gives the
+    # constant-rate expression, bit for bit, as the number 1 would.
+    out = jnp.where(as_float(decay) == 1, _plain_one_minus_power(b, t).astype(dtype), out)
+  return out
+
+
+def _plain_one_minus_power(b: jax.typing.ArrayLike, t: jax.Array) -> jax.Array:
+  """``1 - b**t``, the expression optax and Keras evaluate.
+
+  The int32 count is cast explicitly so that this also holds under strict
+  dtype promotion.
+  """
+  b_arr = as_float(b)
+  return 1 - b_arr ** jnp.asarray(t).astype(b_arr.dtype)
 
 
 #: 1/(n+1)! for n = 6, ..., 0: the Taylor coefficients of (1 - e^x)/(-x).

@@ -165,6 +165,7 @@ def diagnostics(
   factor = lr if c1 is None else lr / _f32(c1)
   sqrt_c2 = None if c2 is None else jnp.sqrt(_f32(c2))
   if conv.nu_correction == "step":
+    assert sqrt_c2 is not None  # every convention that corrects nu has a c2
     factor = factor * sqrt_c2
 
   mus = _leaves(amsgrad_state.mu)
@@ -177,10 +178,15 @@ def diagnostics(
   for nu, nu_max in zip(nus, nu_maxes, strict=True):
     # Compare against the quantity the maximum is taken over, in its own
     # dtype, so an inactive cap compares equal bit for bit.
-    capped_over = nu / c2.astype(nu.dtype) if conv.nu_correction == "max" else nu
+    if conv.nu_correction == "max":
+      assert c2 is not None
+      capped_over = nu / c2.astype(nu.dtype)
+    else:
+      capped_over = nu
     capped.append(jnp.ravel(nu_max > capped_over))
     den = jnp.sqrt(_f32(nu_max) + _f32(eps_root))
     if conv.nu_correction == "denominator":
+      assert sqrt_c2 is not None
       den = den / sqrt_c2
     steps.append(jnp.ravel(factor / (den + _f32(eps))))
   step = jnp.concatenate(steps)

@@ -48,7 +48,35 @@ def _all_finite(*trees: Any) -> jax.Array:
 
 def _keep(ok: jax.Array, new: Any, old: Any) -> Any:
   """Returns ``new`` where ``ok``, else ``old``, leaf by leaf."""
-  return jax.tree.map(lambda n, o: jnp.where(ok, n, jnp.asarray(o).astype(n.dtype)), new, old)
+
+  def one(n, o):
+    n = jnp.asarray(n)  # a Python-number leaf, too
+    return jnp.where(ok, n, jnp.asarray(o).astype(n.dtype))
+
+  return jax.tree.map(one, new, old)
+
+
+@jax.custom_jvp
+def _value_of(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Returns ``a``, whose derivative is taken to be that of ``b``."""
+  del b
+  return a
+
+
+@_value_of.defjvp
+def _value_of_jvp(primals, tangents):
+  return primals[0], tangents[1]
+
+
+def _values_with_derivatives_of(values: Any, derivatives: Any) -> Any:
+  """``values``, leaf by leaf, with the derivatives of the same-shaped ``derivatives``."""
+
+  def one(a, b):
+    if jnp.issubdtype(jnp.result_type(a), jnp.inexact):
+      return _value_of(a, b)
+    return a
+
+  return jax.tree.map(one, values, derivatives)
 
 
 def _negative_zeros(updates: optax.Updates) -> optax.Updates:
@@ -89,7 +117,13 @@ def skip_nonfinite(tx: optax.GradientTransformation) -> optax.GradientTransforma
     params even where a param is ``-0.0``);
   - it selects with ``jnp.where`` rather than ``lax.cond``, so the inner
     update is always computed: this costs a step's work on skipped steps,
-    and avoids a device-to-host transfer of the predicate on accelerators.
+    and avoids a device-to-host transfer of the predicate on accelerators;
+  - gradients taken through it (d loss / d learning_rate over a run, say)
+    stay finite over a step skipped for a non-finite gradient: the inner
+    update sees zeros in place of that gradient, and its result is
+    discarded. A step skipped because finite gradients overflowed the state
+    can still give a NaN meta-gradient: the overflow is in the discarded
+    branch itself.
 
   Args:
     tx: the transformation to protect, e.g. :func:`amsgrad_optax.amsgrad`
@@ -129,7 +163,17 @@ def skip_nonfinite(tx: optax.GradientTransformation) -> optax.GradientTransforma
   def update_fn(updates, state, params=None, **extra_args):
     _validation.check_state(state, SkipNonfiniteState._fields, "SkipNonfiniteState")
     new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
-    ok = _all_finite(updates, new_updates, new_inner)
+    finite_in = _all_finite(updates)
+    ok = finite_in & _all_finite(new_updates, new_inner)
+    # Derivatives come from the same update run on zeros in place of non-finite
+    # gradients: a gradient taken *through* this step (a meta-gradient) would
+    # otherwise be NaN, since the discarded branch's zero cotangent times a NaN
+    # partial is NaN. The values stay those of the update above, bit for bit;
+    # under jit the second update is dead code unless a derivative is taken.
+    safe = _keep(finite_in, updates, jax.tree.map(jnp.zeros_like, updates))
+    d_updates, d_inner = inner.update(safe, state.inner_state, params, **extra_args)
+    new_updates = _values_with_derivatives_of(new_updates, d_updates)
+    new_inner = _values_with_derivatives_of(new_inner, d_inner)
     new_state = SkipNonfiniteState(
       inner_state=_keep(ok, new_inner, state.inner_state),
       total_skipped=jnp.where(ok, state.total_skipped, optax.safe_increment(state.total_skipped)),

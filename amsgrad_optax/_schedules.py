@@ -33,6 +33,6 @@ def inverse_sqrt_schedule(init_value: jax.typing.ArrayLike) -> optax.Schedule:
   def schedule(count: jax.typing.ArrayLike) -> jax.Array:
     # float64 under jax_enable_x64, so that float64 runs keep their accuracy.
     dtype = _conventions.default_float_dtype()
-    return init_value / jnp.sqrt(jnp.asarray(count).astype(dtype) + 1.0)
+    return jnp.divide(init_value, jnp.sqrt(jnp.asarray(count).astype(dtype) + 1.0))
 
   return schedule

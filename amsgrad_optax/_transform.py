@@ -26,7 +26,7 @@ class ScaleByAmsgradState(NamedTuple):
       the ``"optax"`` convention), shaped like the params.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
   mu: optax.Updates
   nu: optax.Updates
   nu_max: optax.Updates
@@ -41,7 +41,7 @@ class ScaleByAdamncState(NamedTuple):
     nu: the plain average :math:`\\frac{1}{t}\\sum_{i\\le t} g_i^2`.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
   mu: optax.Updates
   nu: optax.Updates
 
@@ -65,20 +65,43 @@ def _promote(a, b) -> jnp.dtype:
     return jnp.promote_types(a, b)
 
 
-def _default_nu_dtype(param_dtype, nu_dtype):
+def _default_mu_dtype(param_dtype, mu_dtype):
+  if mu_dtype is not None:
+    return mu_dtype
+  # (1 - b1) g is subnormal in float16 below |g| ~ 6e-4, where it keeps only a
+  # few bits: 200 steps of |g| ~ 1e-6 lose 17% of the update. float32 keeps it.
+  return jnp.dtype(jnp.float32) if param_dtype == jnp.float16 else jnp.dtype(param_dtype)
+
+
+def _default_nu_dtype(param_dtype, nu_dtype, complex_nu: bool = False):
+  """The dtype of ``nu`` and ``nu_max`` for a param of ``param_dtype``.
+
+  Real unless ``complex_nu`` (the "real_view" and "complex" conventions keep
+  a complex param's second moments in a complex array, as PyTorch and optax
+  do), with ``nu_dtype`` (or the rule below) as its real dtype.
+  """
   if nu_dtype is not None:
-    return nu_dtype
-  real = _real_dtype(param_dtype)
-  # g**2 overflows float16 above |g| ~ 256; a float32 second moment is the
-  # difference between training on and a run that silently stops.
-  return jnp.dtype(jnp.float32) if real == jnp.float16 else real
+    real = jnp.dtype(nu_dtype)
+  else:
+    real = _real_dtype(param_dtype)
+    # g**2 overflows float16 above |g| ~ 256; a float32 second moment is the
+    # difference between training on and a run that silently stops.
+    real = jnp.dtype(jnp.float32) if real == jnp.float16 else real
+  if complex_nu and jnp.issubdtype(param_dtype, jnp.complexfloating):
+    return _promote(real, jnp.complex64)
+  return real
 
 
 def _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype):
   _validation.check_range("b1", b1, low=0.0, high=1.0)
   _validation.check_range("eps", eps, low=0.0)
   _validation.check_range("eps_root", eps_root, low=0.0)
-  _validation.check_range("b1_decay", b1_decay, low=0.0, high=1.0, high_inclusive=True)
+  if b1_decay is not None:
+    _validation.check_range("b1_decay", b1_decay, low=0.0, high=1.0, high_inclusive=True)
+  # The widest dtype the arithmetic can run in: float32, or float64 under
+  # jax_enable_x64 (then each leaf's dtype is checked again at the update).
+  widest = _conventions.default_float_dtype()
+  _check_hyperparams({"b1": b1, "eps": eps, "eps_root": eps_root}, widest)
   mu_dtype = _validation.canonical_dtype("mu_dtype", mu_dtype)
   nu_dtype = _validation.canonical_dtype("nu_dtype", nu_dtype)
   for name, dt in (("mu_dtype", mu_dtype), ("nu_dtype", nu_dtype)):
@@ -103,11 +126,13 @@ def _zeros_like(p, dtype):
   return jnp.zeros(jnp.shape(p), dtype)
 
 
-def _init_moments(params, mu_dtype, nu_dtype, n_nu: int):
+def _init_moments(params, mu_dtype, nu_dtype, n_nu: int, complex_nu: bool = False):
   _validation.check_float_tree(params, "params")
-  mu = jax.tree.map(lambda p: _zeros_like(p, mu_dtype or _dtype(p)), params)
+  mu = jax.tree.map(lambda p: _zeros_like(p, _default_mu_dtype(_dtype(p), mu_dtype)), params)
   nus = tuple(
-    jax.tree.map(lambda p: _zeros_like(p, _default_nu_dtype(_dtype(p), nu_dtype)), params)
+    jax.tree.map(
+      lambda p: _zeros_like(p, _default_nu_dtype(_dtype(p), nu_dtype, complex_nu)), params
+    )
     for _ in range(n_nu)
   )
   return jnp.zeros([], jnp.int32), mu, nus
@@ -145,9 +170,32 @@ def _cast_hp(x, dtype):
   return jnp.asarray(x).astype(dtype)
 
 
+def _mul_hp(h, x):
+  """``h * x`` for a real hyperparameter ``h`` (a weak Python number or an array)."""
+  if isinstance(h, (int, float)) or not jnp.iscomplexobj(x):
+    return h * x
+  return jnp.asarray(h).astype(x.dtype) * x
+
+
+def _check_hyperparams(hyperparams: dict[str, Any], dtype) -> None:
+  """Raises if a concrete hyperparameter is invalid once rounded to ``dtype``.
+
+  ``dtype`` is the one the update's arithmetic runs in for some leaf (float32
+  for float32, float16 and bfloat16 params; float64 for float64 params): a
+  ``b2`` of ``1 - 1e-8`` is valid, but it is 1.0 in float32, where the
+  moments would stop moving and a bias correction would divide by zero.
+  """
+  dtype = _real_dtype(dtype)
+  for name, value in hyperparams.items():
+    if name in ("b1", "b2"):
+      _validation.check_below_one_in(name, value, dtype)
+    else:
+      _validation.check_finite_in(name, value, dtype)
+
+
 def _decayed_b1(b1, b1_decay, count):
   """Returns b1_t = b1 * b1_decay**(t-1) for the step ``count`` (t >= 1)."""
-  if isinstance(b1_decay, (int, float)) and b1_decay == 1:
+  if b1_decay is None or (isinstance(b1_decay, (int, float)) and b1_decay == 1):
     return b1
   decay = _conventions.as_float(b1_decay)
   return b1 * jnp.power(decay, jnp.asarray(count - 1).astype(decay.dtype))
@@ -173,28 +221,77 @@ def _first_moment(g, m, b1):
   return (1 - b1) * _cast(g, dt) + b1 * _cast(m, dt)
 
 
-def _abs_sq(g, dtype):
+def _abs_sq(g, dtype, conj_form: bool = False):
+  """``|g|^2`` in the real ``dtype``.
+
+  ``conj_form`` forms it as optax does, ``(conj(g) * g).real``, which XLA
+  rounds differently from ``re * re + im * im``.
+  """
   if jnp.iscomplexobj(g):
+    if conj_form and _real_dtype(g.dtype) == dtype:
+      return (jnp.conj(g) * g).real
     # |g|^2 = re^2 + im^2, real-valued, formed in the wide dtype as for real g.
     re, im = jnp.real(g).astype(dtype), jnp.imag(g).astype(dtype)
     return re * re + im * im
   return _cast(g, dtype) ** 2
 
 
+@jax.custom_jvp
+def _sqrt(x: jax.Array) -> jax.Array:
+  """``sqrt(x)`` whose derivative at ``x = 0`` is taken as 0, not inf.
+
+  A coordinate whose gradients have all been zero has ``nu_max = 0`` and a
+  zero first moment, so its step is 0 whatever ``nu_max`` is near 0; with the
+  derivative inf there, its zero cotangent times inf would make every
+  gradient *through* the optimizer (a meta-gradient) NaN.
+  """
+  return jnp.sqrt(x)
+
+
+@_sqrt.defjvp
+def _sqrt_jvp(primals, tangents):
+  (x,), (t,) = primals, tangents
+  y = jnp.sqrt(x)
+  if jnp.iscomplexobj(x):
+    return y, t * (0.5 / y)
+  slope = jnp.where(x > 0, 0.5 / y, jnp.zeros_like(y))
+  return y, t * slope
+
+
+@jax.custom_jvp
+def _guarded_divide(num: jax.Array, den: jax.Array) -> jax.Array:
+  """``num / den``, with the step 0 where ``den == 0`` (no gradient history, eps = 0)."""
+  return jnp.where(den == 0, jnp.zeros_like(num), num / den)
+
+
+@_guarded_divide.defjvp
+def _guarded_divide_jvp(primals, tangents):
+  (num, den), (t_num, t_den) = primals, tangents
+  out = _guarded_divide(num, den)
+  # The derivative is taken from the residuals alone, so that no inf or NaN
+  # of the unselected num / den reaches it (the "double where" pattern).
+  inv = jnp.where(den == 0, jnp.zeros_like(den), 1 / jnp.where(den == 0, jnp.ones_like(den), den))
+  return out, (t_num - out * t_den) * inv
+
+
 def _divide(num, den, guard_zero: bool):
   """num / den, with 0/0 defined as 0 when ``guard_zero``."""
   if not guard_zero:
     return num / den
-  return jnp.where(den == 0, jnp.zeros_like(num), num / den)
+  return _guarded_divide(num, den)
 
 
-def _by_real(op, x, s):
+def _by_real(op, x, s, complex_arith: bool = False):
   """Returns ``op(x, s)`` for a real ``s``; componentwise when ``x`` is complex.
 
   Complex moments are scaled by real factors without a complex division, and
   without mixing complex with real dtypes (which strict promotion refuses).
+  With ``complex_arith`` a complex ``x`` is instead combined with ``s`` cast
+  to complex, as optax does (a complex division rounds differently).
   """
   if jnp.iscomplexobj(x):
+    if complex_arith:
+      return op(x, s.astype(x.dtype))
     s = s.astype(_real_dtype(x.dtype))
     return jax.lax.complex(op(jnp.real(x), s), op(jnp.imag(x), s))
   return op(x, _cast(s, x.dtype))
@@ -215,14 +312,29 @@ def _is_zero(x) -> bool:
 
 def _sqrt_plus(nu_max, eps_root):
   if _is_zero(eps_root):
-    return jnp.sqrt(nu_max)
-  return jnp.sqrt(nu_max + _cast_hp(eps_root, nu_max.dtype))
+    return _sqrt(nu_max)
+  return _sqrt(nu_max + _cast_hp(eps_root, nu_max.dtype))
+
+
+def _split_complex(leaf_fn, g, *moments):
+  """Applies ``leaf_fn`` to the real and the imaginary parts as separate coordinates.
+
+  This is ``torch.view_as_real``: each part has its own moments, stored as
+  the real and imaginary parts of complex state arrays.
+  """
+  re = leaf_fn(jnp.real(g), *(jnp.real(x) for x in moments))
+  im = leaf_fn(jnp.imag(g), *(jnp.imag(x) for x in moments))
+  out = []
+  for r, i, like in zip(re, im, (g, *moments), strict=True):
+    out.append(jax.lax.complex(r, i).astype(like.dtype))
+  return tuple(out)
 
 
 def _check_updates(updates, state, state_type):
   _validation.check_state(state, state_type._fields, state_type.__name__)
   _validation.check_same_structure(updates, state.mu, "state.mu")
   _validation.check_float_tree(updates, "updates")
+  _validation.check_no_complex_into_real(updates, state.mu)
 
 
 # ---------------------------------------------------------------- AMSGrad
@@ -235,7 +347,7 @@ def scale_by_amsgrad(
   eps_root: jax.typing.ArrayLike = 0.0,
   *,
   convention: str = "pytorch",
-  b1_decay: jax.typing.ArrayLike = 1.0,
+  b1_decay: jax.typing.ArrayLike | None = None,
   mu_dtype: Any | None = None,
   nu_dtype: Any | None = None,
   _nu_max_factor: Any = None,
@@ -266,12 +378,30 @@ def scale_by_amsgrad(
   square root under every convention. With ``eps = eps_root = 0`` a
   coordinate whose gradients have all been zero gets a zero update, not NaN.
 
-  Dtypes: ``mu`` is kept in ``mu_dtype`` (default: the param's dtype); ``nu``
-  and ``nu_max`` in ``nu_dtype`` (default: the param's real dtype, except
-  float32 for float16 params, since :math:`g^2` overflows float16 above
-  :math:`|g| \approx 256`). Updates come back in the gradient's dtype. The
-  arithmetic runs in at least float32; low-precision state is rounded once,
-  when it is stored.
+  Dtypes: ``mu`` is kept in ``mu_dtype`` (default: the param's dtype, except
+  float32 for float16 params, where :math:`(1-\beta_1) g` is subnormal below
+  :math:`|g| \approx 6 \times 10^{-4}`); ``nu`` and ``nu_max`` in
+  ``nu_dtype`` (default: the param's real dtype, except float32 for float16
+  params, since :math:`g^2` overflows float16 above :math:`|g| \approx 256`).
+  Updates come back in the gradient's dtype. The arithmetic runs in at least
+  float32; low-precision state is rounded once, when it is stored. A
+  hyperparameter is checked in the dtype it is used in: ``b2 = 1 - 1e-8`` is
+  1.0 in float32 and raises ValueError there.
+
+  Complex params follow each convention's framework: ``"pytorch"`` treats the
+  real and imaginary parts as separate coordinates (``torch.view_as_real``),
+  each with its own second moments, held as the real and imaginary parts of
+  complex ``nu`` and ``nu_max``; ``"optax"`` keeps :math:`(\bar g g)` in a
+  complex ``nu`` and forms the step in complex arithmetic, bit for bit as
+  ``optax.amsgrad``; ``"keras"`` and ``"paper"`` keep a real
+  :math:`v_t = \mathrm{EMA}(|g|^2)` (Keras itself squares a complex gradient
+  as :math:`g^2`, which is no second moment). A complex gradient for a real
+  param raises TypeError.
+
+  Gradients through the update (meta-gradients) are finite where the update
+  is: the derivative of :math:`\sqrt{\hat v}` at :math:`\hat v = 0` and of the
+  step where its denominator is 0 are taken as 0, where the step is
+  constant.
 
   Args:
     b1: decay rate of the first moment, in [0, 1).
@@ -282,8 +412,9 @@ def scale_by_amsgrad(
       (default), ``"keras"``, ``"optax"`` or ``"paper"``.
     b1_decay: the paper's :math:`\lambda`: the first-moment rate at step
       :math:`t` is :math:`\beta_{1,t} = \beta_1\lambda^{t-1}`, in (0, 1];
-      ``1.0`` (default) keeps it constant.
-    mu_dtype: dtype of ``mu``; None for the param's dtype.
+      None (default) or ``1.0`` keeps it constant.
+    mu_dtype: dtype of ``mu``; None for the param's dtype (float32 for float16
+      params).
     nu_dtype: dtype of ``nu`` and ``nu_max``; None for the rule above.
     _nu_max_factor: private, for :func:`amsgrad_optax.scale_by_adamx`: a
       function of the step count returning a scalar that multiplies
@@ -314,12 +445,16 @@ def scale_by_amsgrad(
   """
   conv = _conventions.get_convention(convention)
   _validation.check_range("b2", b2, low=0.0, high=1.0)
+  _validation.check_below_one_in("b2", b2, _conventions.default_float_dtype())
   mu_dtype, nu_dtype = _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype)
+  hyperparams = {"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}
 
   divide = functools.partial(_divide, guard_zero=_may_divide_by_zero(eps, eps_root))
 
+  complex_nu = conv.complex_mode != "abs_sq"
+
   def init_fn(params):
-    count, mu, (nu, nu_max) = _init_moments(params, mu_dtype, nu_dtype, 2)
+    count, mu, (nu, nu_max) = _init_moments(params, mu_dtype, nu_dtype, 2, complex_nu)
     return ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
 
   def update_fn(updates, state, params=None):
@@ -332,26 +467,32 @@ def scale_by_amsgrad(
     # The step's scalar factors, built once per dtype rather than once per leaf:
     # the same values, and far fewer operations to trace on a large model.
     scalars = _PerDtype()
+    check_in = functools.partial(scalars, _check_hyperparams, hyperparams)
     step_factor = jnp.sqrt(bc2) / bc1 if conv.nu_correction == "step" else None
     nu_max_factor = None if _nu_max_factor is None else _nu_max_factor(count)
 
-    def leaf(g, m, v, v_max):
-      g = jnp.asarray(g)
+    complex_arith = conv.complex_mode == "complex"
+
+    def real_leaf(g, m, v, v_max):
+      """The step for one leaf: real, or complex under "complex"/"abs_sq"."""
       m = _first_moment(g, m, b1_t)
       v_dtype, wide = v.dtype, _wide(v.dtype)
-      b2_ = scalars(_cast_hp, b2, wide)
-      v = scalars(_one_minus, b2_, wide) * _abs_sq(g, wide) + b2_ * _cast(v, wide)
+      check_in(wide)
+      real_wide = _real_dtype(wide)
+      b2_ = scalars(_cast_hp, b2, real_wide)
+      g_sq = scalars(_one_minus, b2_, real_wide) * _abs_sq(g, real_wide, conj_form=complex_arith)
+      v = _cast(g_sq, wide) + _mul_hp(b2_, _cast(v, wide))
       if nu_max_factor is not None:  # AdamX rescales the old maximum first
-        v_max = _cast(v_max, wide) * scalars(_cast, nu_max_factor, wide)
+        v_max = _mul_hp(scalars(_cast, nu_max_factor, real_wide), _cast(v_max, wide))
       if conv.nu_correction == "max":
-        v_max = jnp.maximum(_cast(v_max, wide), v / scalars(_cast, bc2, wide))
+        v_max = jnp.maximum(_cast(v_max, wide), _by_real(jnp.divide, v, bc2, complex_arith))
       else:
         v_max = jnp.maximum(_cast(v_max, wide), v)
       m_hat = m
       if conv.nu_correction == "step":
         m_hat = _by_real(jnp.multiply, m, step_factor)
       elif bc1 is not None:
-        m_hat = _by_real(jnp.divide, m, bc1)
+        m_hat = _by_real(jnp.divide, m, bc1, complex_arith)
       den = _sqrt_plus(v_max, eps_root)
       if conv.nu_correction == "denominator":
         # A square root per leaf, not one shared: XLA turns a division by a scalar
@@ -360,8 +501,17 @@ def scale_by_amsgrad(
         den = den / _cast(jnp.sqrt(bc2), den.dtype)
       den = den + scalars(_cast_hp, eps, den.dtype)
       dt = _promote(m_hat.dtype, den.dtype)
-      u = _by_real(divide, _cast(m_hat, dt), den)
+      if jnp.iscomplexobj(den):
+        u = divide(_cast(m_hat, dt), den)
+      else:
+        u = _by_real(divide, _cast(m_hat, dt), den)
       return _cast(u, g.dtype), m, _cast(v, v_dtype), _cast(v_max, v_dtype)
+
+    def leaf(g, m, v, v_max):
+      g = jnp.asarray(g)
+      if jnp.iscomplexobj(g) and conv.complex_mode == "real_view":
+        return _split_complex(real_leaf, g, m, v, v_max)
+      return real_leaf(g, m, v, v_max)
 
     out = jax.tree.map(leaf, updates, state.mu, state.nu, state.nu_max)
     treedef = jax.tree.structure(updates)
@@ -385,7 +535,7 @@ def scale_by_adamnc(
   eps: jax.typing.ArrayLike = 1e-8,
   eps_root: jax.typing.ArrayLike = 0.0,
   *,
-  b1_decay: jax.typing.ArrayLike = 1.0,
+  b1_decay: jax.typing.ArrayLike | None = None,
   mu_dtype: Any | None = None,
   nu_dtype: Any | None = None,
 ) -> optax.GradientTransformation:
@@ -409,8 +559,9 @@ def scale_by_adamnc(
     eps: added to the denominator outside the square root, >= 0.
     eps_root: added to :math:`v_t` inside the square root, >= 0.
     b1_decay: the paper's :math:`\lambda` in :math:`\beta_{1,t} =
-      \beta_1\lambda^{t-1}`, in (0, 1].
-    mu_dtype: dtype of ``mu``; None for the param's dtype.
+      \beta_1\lambda^{t-1}`, in (0, 1]; None (default) keeps it constant.
+    mu_dtype: dtype of ``mu``; None for the param's dtype (float32 for float16
+      params).
     nu_dtype: dtype of ``nu``; None for the param's real dtype (float32 for
       float16 params).
 
@@ -433,6 +584,7 @@ def scale_by_adamnc(
     <https://openreview.net/forum?id=ryQu7f-RZ>`_, ICLR 2018, Section 4.
   """
   mu_dtype, nu_dtype = _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype)
+  hyperparams = {"b1": b1, "eps": eps, "eps_root": eps_root}
 
   divide = functools.partial(_divide, guard_zero=_may_divide_by_zero(eps, eps_root))
 
@@ -446,11 +598,14 @@ def scale_by_adamnc(
     count = optax.safe_increment(state.count)
     b1_t = _decayed_b1(b1, b1_decay, count)
 
+    scalars = _PerDtype()
+
     def leaf(g, m, v):
       g = jnp.asarray(g)
       m = _first_moment(g, m, b1_t)
       # The running mean in at least float32: 1/t rounds badly in bf16.
       v_dtype, wide = v.dtype, _wide(v.dtype)
+      scalars(_check_hyperparams, hyperparams, wide)
       v_w = v.astype(wide)
       v = v_w + (_abs_sq(g, wide) - v_w) / count.astype(wide)
       den = _sqrt_plus(v, eps_root) + _cast_hp(eps, v.dtype)

@@ -39,9 +39,11 @@ def check_range(
   arr = concrete_value(value)
   if arr is None:
     return
-  if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+  # jnp.issubdtype, not np's: NumPy does not count bfloat16 or the float8
+  # types (ml_dtypes) as numbers.
+  if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == np.bool_):
     raise TypeError(f"{name} must be a real number, got {value!r}")
-  if np.iscomplexobj(arr):
+  if jnp.issubdtype(arr.dtype, jnp.complexfloating):
     raise TypeError(f"{name} must be a real number, got {value!r}")
   arr = arr.astype(np.float64)
   upper_ok = arr <= high if high_inclusive else arr < high
@@ -113,7 +115,7 @@ def check_same_structure(updates: Any, reference: Any, state_name: str) -> None:
   """Raises ValueError if ``updates`` and the state's moments differ in shape."""
   u_def = jax.tree.structure(updates)
   r_def = jax.tree.structure(reference)
-  if u_def != r_def:
+  if u_def != r_def:  # type: ignore[operator]  # jax types PyTreeDef loosely
     raise ValueError(
       "updates must have the tree structure of the params the state was "
       f"initialised with.\n  updates: {u_def}\n  {state_name}: {r_def}\n"
@@ -238,3 +240,74 @@ def check_mask(mask: Any, params: Any) -> None:
       f"function of the params returning one.\n  mask: "
       f"{jax.tree.structure(mask)}\n  params: {jax.tree.structure(params)}"
     ) from None
+
+
+def _rounded(value: Any, dtype) -> tuple[np.ndarray, np.ndarray] | None:
+  """Returns ``(value, value rounded to dtype)`` as arrays, or None if not concrete."""
+  arr = concrete_value(value)
+  if arr is None or not jnp.issubdtype(arr.dtype, jnp.number):
+    return None
+  wide = arr.astype(np.float64)
+  with np.errstate(over="ignore"):
+    return wide, wide.astype(jnp.dtype(dtype))
+
+
+def _x64_hint(dtype) -> str:
+  if jnp.dtype(dtype) == jnp.float64:
+    return ""
+  return " (or run in float64: jax_enable_x64 with float64 params)"
+
+
+def check_below_one_in(name: str, value: Any, dtype) -> None:
+  """Raises ValueError if a concrete ``value`` in [0, 1) rounds to 1 in ``dtype``.
+
+  Validation in float64 alone would pass ``b2 = 0.99999999``, which is 1.0 in
+  float32: its moment then never moves (Keras) or its bias correction is
+  0/0 (optax). The error names the dtype and the largest valid value there.
+  """
+  pair = _rounded(value, dtype)
+  if pair is None:
+    return
+  wide, rounded = pair
+  if np.all(rounded.astype(np.float64) < 1):
+    return
+  dt = jnp.dtype(dtype)
+  largest = np.asarray(jnp.nextafter(jnp.asarray(1, dt), jnp.asarray(0, dt)))[()]
+  raise ValueError(
+    f"{name}={float(wide)!r} rounds to 1.0 in {dt.name}, the dtype the update computes in, "
+    f"and {name} must be below 1 there (the moment would stop moving and its bias "
+    f"correction divide by zero). The largest valid {name} in {dt.name} is "
+    f"{largest!s}{_x64_hint(dt)}."
+  )
+
+
+def check_finite_in(name: str, value: Any, dtype) -> None:
+  """Raises ValueError if a concrete finite ``value`` overflows to inf in ``dtype``."""
+  pair = _rounded(value, dtype)
+  if pair is None:
+    return
+  wide, rounded = pair
+  if np.all(np.isfinite(rounded.astype(np.float64))):
+    return
+  dt = jnp.dtype(dtype)
+  largest = float(jnp.finfo(dt).max)
+  raise ValueError(
+    f"{name}={float(wide)!r} overflows to inf in {dt.name}, the dtype the update computes "
+    f"in; {name} must be at most {largest:.9g} there{_x64_hint(dt)}."
+  )
+
+
+def check_no_complex_into_real(updates: Any, moments: Any) -> None:
+  """Raises TypeError for a complex update of a real param (its imaginary part would be lost)."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(updates)
+  for (path, u), m in zip(leaves, jax.tree.leaves(moments), strict=True):
+    u_dtype = getattr(u, "dtype", None) or jnp.result_type(u)
+    m_dtype = getattr(m, "dtype", None) or jnp.result_type(m)
+    if jnp.issubdtype(u_dtype, jnp.complexfloating) and not jnp.issubdtype(
+      m_dtype, jnp.complexfloating
+    ):
+      raise TypeError(
+        f"updates: the leaf at {jax.tree_util.keystr(path) or '<root>'} is complex ({u_dtype}) "
+        f"but its param and state are real ({m_dtype}); the imaginary part would be dropped. "
+        "Take the real part yourself if that is meant (jnp.real(g)), or make the param complex."
+      )

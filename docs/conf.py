@@ -58,7 +58,8 @@ nb_execution_show_tb = True
 
 html_theme = "furo"
 html_title = f"amsgrad-optax {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]  # wrapped console text, full-width figures
 # MathJax is served with the pages (from the sphinx-mathjax-offline package), not from a CDN:
 # the site renders its formulas offline.
 mathjax_path = "mathjax/tex-chtml.js"

@@ -73,6 +73,18 @@ CASES = (
   Case("b1", "a schedule", "amsgrad(1e-3, b1=optax.linear_schedule(0.9, 0.99, 100))"),
   Case("b2", "1.0", "amsgrad(1e-3, b2=1.0)"),
   Case("b2", "above 1", "amsgrad(1e-3, b2=1.5)"),
+  Case("b2", "1.0 in float32 (valid in float64)", "amsgrad(1e-3, b2=0.99999999)"),
+  Case("b1", "1.0 in float32 (valid in float64)", "amsgrad(1e-3, b1=0.999999999)"),
+  Case(
+    "b2", "1.0 in its own dtype, bfloat16", "amsgrad(1e-3, b2=jnp.asarray(0.999, jnp.bfloat16))"
+  ),
+  Case("eps", "inf in float32", "amsgrad(1e-3, eps=1e39)"),
+  Case("learning_rate", "inf in float32", "amsgrad(1e300)"),
+  Case(
+    "learning_rate",
+    "inf in the gradients' float16",
+    "amsgrad(1e5).update(jnp.ones(2, jnp.float16), amsgrad(1e5).init(jnp.ones(2, jnp.float16)))",
+  ),
   Case("eps", "negative", "amsgrad(1e-3, eps=-1e-8)"),
   Case("eps", "infinite", 'amsgrad(1e-3, eps=float("inf"))'),
   Case("eps_root", "negative", "amsgrad(1e-3, eps_root=-1e-8)"),
@@ -112,6 +124,11 @@ CASES = (
     "updates",
     "integer gradients",
     'tx.update({"w": jnp.ones((2, 3), jnp.int32), "b": grads["b"]}, state, params)',
+  ),
+  Case(
+    "updates",
+    "complex gradients for real params",
+    "tx.update(jax.tree.map(lambda g: g.astype(jnp.complex64), grads), state, params)",
   ),
   Case("state", "grads and state swapped", "tx.update(state, grads, params)"),
   Case("state", "params passed as the state", "tx.update(grads, params, params)"),

@@ -38,6 +38,7 @@ def _normalise(text: str) -> str:
   return re.sub(r"\. Did you mean [^|]*\?", "", text)
 
 
+@pytest.mark.slow
 def test_committed_table_is_what_the_script_writes():
   committed = (ROOT / "docs" / "bad_input.md").read_text()
   assert _normalise(committed) == _normalise(SCRIPT.render()), (
@@ -63,6 +64,7 @@ def test_the_undetectable_case_is_the_only_silent_one():
 # The checks must not get in the way of traced hyperparameters.
 
 
+@pytest.mark.slow
 def test_vmap_over_learning_rate_and_b1_still_works():
   params = jnp.ones(3)
   grads = jnp.array([1.0, -2.0, 0.5])

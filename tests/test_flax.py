@@ -99,6 +99,7 @@ def test_training_matches_optax_amsgrad(examples, api):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["flax_nnx_digits", "flax_linen_digits"])
 def test_example_main_runs(examples, script, tmp_path, capsys):
   plot = tmp_path / "curves.png"

@@ -39,6 +39,7 @@ def test_notebook_is_committed_clean(path):
       )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path, monkeypatch):
   monkeypatch.setenv("AMSGRAD_NOTEBOOK_FAST", "1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -19,14 +20,18 @@ _DEFAULT_SWEEP = {"b1": [0.0, 0.5, 0.9], "b2": [0.9, 0.99, 0.999, 0.9999]}
 #: Below this many steps a run takes milliseconds: no progress bar.
 _PROGRESS_MIN_STEPS = 1 << 21
 _PLOT_POINTS = 2000
+_PHASE_MAP_STEPS = 1_000_000
 
 _EPILOG = """\
 examples:
   amsgrad-synthetic                                  # Adam vs AMSGrad, 10^7 steps
   amsgrad-synthetic --convention pytorch optax --json
   amsgrad-synthetic --steps 1e6 --plot figure1.png
-  amsgrad-synthetic --problem stochastic --seed 3
+  amsgrad-synthetic --problem stochastic --seed 3     # lr 1/sqrt(t), the paper's setting
   amsgrad-synthetic --problem theorem1 --theorem1-c 5  # b1 = 0, b2 = 1/(1+C^2)
+  amsgrad-synthetic --problem theorem1 --theorem1-c 3 6 12 --b2 0.01 0.1 0.5 --json
+  amsgrad-synthetic --figure1 fig1.png               # the paper's Figure 1 (+ fig1.json)
+  amsgrad-synthetic --phase-map theorem1.png         # Theorem 1 over (C, b2) (+ .json)
   amsgrad-synthetic --sweep --sweep-b1 0 0.9 --sweep-b2 0.9 0.99 0.999 --steps 1e6
   amsgrad-synthetic --optimizer adam --b1 0 0.5 0.9 --b2 0.9 0.99 0.999 --steps 1e6 --json
   amsgrad-synthetic --engine scan                   # the step-by-step scan, not the fast engine
@@ -116,22 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument(
     "--steps",
     type=_steps,
-    default=_DEFAULT_STEPS,
-    help="number of steps T, e.g. 1e6 (default: 10,000,000)",
+    default=None,
+    help="number of steps T, e.g. 1e6 (default: 10,000,000; --phase-map: 1,000,000)",
   )
   p.add_argument(
     "--lr",
     type=float,
     nargs="+",
-    default=[1e-2],
-    help="learning rate (default: 0.01); several values run their grid with the other "
-    "multi-valued hyperparameters, as one compiled call",
+    default=None,
+    help="learning rate (default: 0.01; stochastic: 1, with --lr-schedule inverse-sqrt; "
+    "--phase-map: 1); several values run their grid with the other multi-valued "
+    "hyperparameters, as one compiled call",
   )
   p.add_argument(
     "--lr-schedule",
     choices=_optimizers.LR_SCHEDULES,
-    default="constant",
-    help="constant, or inverse-sqrt for the paper's lr/sqrt(t) (default: constant)",
+    default=None,
+    help="constant, or inverse-sqrt for the paper's lr/sqrt(t) (default: constant; "
+    "stochastic and --phase-map: inverse-sqrt)",
   )
   p.add_argument(
     "--b1",
@@ -158,7 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     "step-by-step lax.scan; auto: fast where it applies (default: auto)",
   )
   p.add_argument(
-    "--theorem1-c", type=float, default=3.0, metavar="C", help="C of theorem1 (default: 3)"
+    "--theorem1-c",
+    type=float,
+    nargs="+",
+    default=[3.0],
+    metavar="C",
+    help="C of theorem1 (default: 3); several values run every (C, b1, b2, ...) cell, "
+    "one compiled call per optimizer, each JSON row carrying its C",
   )
   p.add_argument(
     "--seed", type=_seed, default=0, help="seed of the stochastic problem (default: 0)"
@@ -179,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     f"steps/{_PLOT_POINTS}, a whole number of periods for online problems)",
   )
   p.add_argument("--quiet", action="store_true", help="no progress bar")
+  _add_figure_flags(p)
   g = p.add_argument_group(
     "sweep",
     "Run a grid of hyperparameters (and seeds) as one vmapped call per optimizer, "
@@ -200,12 +214,181 @@ def build_parser() -> argparse.ArgumentParser:
   return p
 
 
+def _add_figure_flags(p: argparse.ArgumentParser) -> None:
+  """Adds the flags that draw the paper's figures (each also writes FILE's .json beside it)."""
+  g = p.add_argument_group(
+    "figures",
+    "Draw a whole figure with one command; the numbers drawn go to a JSON file beside "
+    "the image (fig1.png -> fig1.json). --convention picks AMSGrad's convention.",
+  )
+  g.add_argument(
+    "--figure1",
+    metavar="FILE.png",
+    default=None,
+    help="the paper's Figure 1: Adam and AMSGrad on the online and the stochastic problem, "
+    "lr alpha/sqrt(t) with alpha chosen per optimizer from a grid, b1 0.9, b2 0.99, "
+    "10^7 steps (--steps), the stochastic one over 8 seeds from --seed (--seeds, at least 8)",
+  )
+  g.add_argument(
+    "--phase-map",
+    metavar="FILE.png",
+    default=None,
+    help="Theorem 1 over the (C, b2) plane: where Adam and AMSGrad end, b1 = 0, lr "
+    "1/sqrt(t), 10^6 steps (--steps), a 40 x 40 log grid (or --theorem1-c and --b2 values), "
+    "with the theorem's b2 = 1/(1+C^2) and the boundaries drawn over it",
+  )
+
+
+def _resolve_defaults(args) -> None:
+  """Fills in the defaults that depend on the problem or the figure asked for.
+
+  The stochastic problem runs the paper's setting, lr alpha/sqrt(t), with the
+  alpha that Figure 1's grid picks for AMSGrad (1); the phase map runs the
+  theory's 1/sqrt(t) at 10^6 steps.
+  """
+  paper = args.problem == "stochastic" or args.phase_map is not None
+  args.steps_given = args.steps is not None
+  if args.steps is None:
+    args.steps = _PHASE_MAP_STEPS if args.phase_map is not None else _DEFAULT_STEPS
+  if args.lr is None:
+    args.lr = [1.0] if paper else [1e-2]
+  if args.lr_schedule is None:
+    args.lr_schedule = "inverse-sqrt" if paper else "constant"
+
+
+def _figure_runs(args, out) -> dict[str, Any]:
+  """Draws --figure1 and/or --phase-map; returns their JSON (also written beside each image)."""
+  from amsgrad_optax.synthetic import _figures
+
+  body: dict[str, Any] = {}
+  others = [f for f, on in (("--plot", args.plot), ("--sweep", args.sweep)) if on]
+  if others:
+    raise ValueError(
+      f"--figure1 and --phase-map draw whole figures; they cannot be combined with {others[0]}"
+    )
+  for flag, path in (("--figure1", args.figure1), ("--phase-map", args.phase_map)):
+    if path is not None:
+      _figures._check_writable(path, flag)
+  convention = args.convention[0]
+  if args.figure1 is not None:
+    if args.seeds < 8 and args.seeds != 1:
+      raise ValueError(f"--figure1 draws at least 8 seeds, got --seeds {args.seeds}")
+    n_seeds = max(8, args.seeds)
+    steps = args.steps if args.steps_given else _figures.FIGURE1_STEPS
+    json_path = _figures.json_beside(args.figure1)
+    data = _figures.figure1(
+      args.figure1,
+      steps=steps,
+      seeds=range(args.seed, args.seed + n_seeds),
+      convention=convention,
+      json_path=json_path,
+    )
+    body["figure1"] = data
+    if not args.json:
+      rows = []
+      for pname, panel in data["panels"].items():
+        for label, run in panel["runs"].items():
+          xs, rs = run["x_final"], run["avg_regret_final"]
+          rows.append(
+            [
+              f"{pname}: {label}",
+              f"{run['alpha']:g}",
+              f"{statistics.median(xs):+.4f}",
+              f"[{min(xs):+.3f}, {max(xs):+.3f}]",
+              f"{statistics.median(rs):.5f}",
+            ]
+          )
+      headers = ["run", "alpha", "x_T (median)", "x_T (range)", "R(T)/T (median)"]
+      print(f"Figure 1: {steps:,} steps, lr alpha/sqrt(t), b1 0.9, b2 0.99", file=out)
+      print(_table(headers, rows), file=out)
+      print(f"\nwrote {args.figure1} and {json_path} in {data['seconds']:.1f} s", file=out)
+  if args.phase_map is not None:
+    c = args.theorem1_c if len(args.theorem1_c) > 1 else _figures.PHASE_MAP_C
+    b2 = args.b2 if args.b2 is not None and len(args.b2) > 1 else _figures.PHASE_MAP_B2
+    json_path = _figures.json_beside(args.phase_map)
+    steps = args.steps if args.steps_given else _figures.PHASE_MAP_STEPS
+    data = _figures.theorem1_phase_map(
+      args.phase_map,
+      c=c,
+      b2=b2,
+      steps=steps,
+      learning_rate=args.lr[0],
+      lr_schedule=args.lr_schedule,
+      convention=convention,
+      json_path=json_path,
+    )
+    body["phase_map"] = data
+    if not args.json:
+      s = data["summary"]
+      print(
+        f"Theorem 1 phase map: {len(c)} x {len(b2)} cells of (C, b2), {steps:,} steps, "
+        f"b1 0, lr {args.lr[0]:g} ({args.lr_schedule})",
+        file=out,
+      )
+      for name, row in s.items():
+        agree = ""
+        if "agrees_with_boundary" in row:
+          agree = (
+            f"; on the side the steady-state boundary predicts in {row['agrees_with_boundary']}"
+          )
+        print(
+          f"  {name:8s} ends at +1 in {row['ends_near_plus_1']}, at -1 in "
+          f"{row['ends_near_minus_1']} of {row['cells']} cells{agree} "
+          f"({data['grid_seconds'][name]:.1f} s, compilation included)",
+          file=out,
+        )
+      print(f"\nwrote {args.phase_map} and {json_path} in {data['seconds']:.1f} s", file=out)
+  return body
+
+
+def _theorem1_grid_runs(args, hp, out) -> dict[str, Any]:
+  """Runs every (C, b1, b2, lr, eps) cell of theorem1, one compiled call per optimizer."""
+  grid = {k: v for k, v in _hyperparameter_values(args).items() if len(v) > 1}
+  if args.b2 is None:
+    grid.pop("b2", None)  # each C takes the theorem's b2 = 1/(1+C^2)
+  defaults = {k: v for k, v in hp.items() if k not in grid and not (k == "b2" and args.b2 is None)}
+  rows_out, human, seconds = [], [], {}
+  for label, name, conv in _runs(args):
+    t0 = time.perf_counter()
+    table = _sweep.theorem1_sweep(
+      args.theorem1_c,
+      args.steps,
+      grid,
+      optimizer=name,
+      defaults=defaults,
+      convention=conv or "pytorch",
+      lr_schedule=args.lr_schedule,
+    )
+    seconds[label] = time.perf_counter() - t0
+    problem = _problems.theorem1(args.theorem1_c[0])
+    for row in _sweep.table_rows(table):
+      row = {"label": label, "optimizer": name, "convention": conv, **row, "steps": args.steps}
+      row["ends_at"] = _verdict(problem, row["x_final"])
+      rows_out.append(row)
+      human.append(
+        [
+          label,
+          f"{row['C']:g}",
+          f"{row['learning_rate']:g}",
+          f"{row['b1']:g}",
+          f"{row['b2']:.4g}",
+          f"{row['x_final']:+.4f}",
+          f"{row['avg_regret']:.6f}",
+          row["ends_at"],
+        ]
+      )
+  if not args.json:
+    headers = ["optimizer", "C", "lr", "b1", "b2", "x_final", "avg_regret", "ends at"]
+    print(_table(headers, human), file=out)
+  return {"C": list(args.theorem1_c), "grid": grid, "grid_seconds": seconds, "sweep": rows_out}
+
+
 # ------------------------------------------------------------------ helpers
 
 
 def _problem(args) -> _problems.Problem:
   if args.problem == "theorem1":
-    return _problems.theorem1(args.theorem1_c)
+    return _problems.theorem1(args.theorem1_c[0])
   return _problems.make_problem(args.problem)
 
 
@@ -213,7 +396,7 @@ def _hyperparameter_values(args) -> dict[str, list[float]]:
   """Returns every hyperparameter's values as given (defaults filled in), in first-seen order."""
   b1, b2 = 0.9, 0.99
   if args.problem == "theorem1":
-    betas = _problems.theorem1_betas(args.theorem1_c)
+    betas = _problems.theorem1_betas(args.theorem1_c[0])
     b1, b2 = betas["b1"], betas["b2"]
   values = {
     "learning_rate": args.lr,
@@ -457,7 +640,17 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   out = sys.stdout
+  _resolve_defaults(args)
   try:
+    for c in args.theorem1_c:
+      _problems.theorem1(c)  # every C is checked, not only the first
+    if args.figure1 is not None or args.phase_map is not None:
+      body = _figure_runs(args, out)
+      if args.json:
+        json.dump(body, out, indent=2, allow_nan=False)
+        out.write("\n")
+      out.flush()
+      return 0
     problem = _problem(args)
     hp = _hyperparameters(args)
     is_sweep = (
@@ -479,10 +672,20 @@ def main(argv: Sequence[str] | None = None) -> int:
       "hyperparameters": {**hp, **_cli_grid(args), "lr_schedule": args.lr_schedule},
       "seed": args.seed,
     }
+    c_grid = args.problem == "theorem1" and len(args.theorem1_c) > 1
+    if c_grid:
+      header["description"] = problem.describe().replace(f"{problem.big:g} x", "C x", 1)
+      if args.b2 is None:
+        header["hyperparameters"]["b2"] = "1/(1+C^2)"
     if not args.json:
-      print(f"{problem.name}: {problem.describe()}", file=out)
-      print(f"{args.steps:,} steps; {_fmt_hp(hp, args.lr_schedule)}\n", file=out)
-    if is_sweep:
+      print(f"{problem.name}: {header['description']}", file=out)
+      line = _fmt_hp(hp, args.lr_schedule)
+      if c_grid and args.b2 is None:
+        line = line.replace(f"b2 {hp['b2']:g}", "b2 1/(1+C^2)")
+      print(f"{args.steps:,} steps; {line}\n", file=out)
+    if c_grid:
+      body = _theorem1_grid_runs(args, hp, out)
+    elif is_sweep:
       body = _sweep_runs(args, problem, hp, out)
     else:
       body = _single_runs(args, problem, hp, out)

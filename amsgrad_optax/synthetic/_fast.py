@@ -214,6 +214,10 @@ def _chunk(state: FastState, t0: jax.Array, hp: dict[str, jax.Array], ctx) -> Fa
       return jax.vmap(lambda s: problem.coefficient(s, key, dtype))(t.ravel())
 
     g = jnp.transpose(jax.vmap(coins)(keys)).reshape(k_len, n_lanes, batch)
+  elif "big" in hp:
+    # A large coefficient per run (Theorem 1's C over a grid): (K, L, B).
+    small = jnp.asarray(problem.small, dtype)
+    g = jnp.where(t % problem.period == 1, hp["big"][None, None, :], small)
   else:
     g = problem.coefficient(t, None, dtype) * jnp.ones((1, 1, 1), dtype)
     g = jnp.broadcast_to(g, (k_len, n_lanes, 1))
@@ -328,6 +332,8 @@ def simulate_batch(
   steps: int,
   keys: jax.Array,
   dtype: Any = jnp.float32,
+  *,
+  big: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Returns ``(x_final, regret, regret_residual)`` of ``B`` runs at once, each of shape (B,).
 
@@ -337,6 +343,9 @@ def simulate_batch(
     steps: :math:`T`, static.
     keys: ``B`` typed ``jax.random`` keys, shape (B,).
     dtype: the dtype of the runs.
+    big: for an :class:`OnlineProblem`, each run's own large coefficient
+      (shape (B,)) in place of ``problem.big``; the regret is still taken
+      against ``problem.x_star``, so every value must give the same optimum.
 
   Returns:
     The final points and the regrets as double-word pairs.
@@ -347,6 +356,10 @@ def simulate_batch(
     n: jnp.broadcast_to(jnp.asarray(getattr(spec, n)).astype(dtype), (batch,))
     for n in ("learning_rate", "b1", "b2", "eps")
   }
+  if big is not None:
+    if problem.stochastic:
+      raise ValueError("big applies to an OnlineProblem, not a stochastic one")
+    hp["big"] = jnp.broadcast_to(jnp.asarray(big).astype(dtype), (batch,))
   k_len, n_lanes = layout(steps, batch)
   chunk = k_len * n_lanes
   n_chunks = -(-steps // chunk)

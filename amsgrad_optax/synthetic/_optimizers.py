@@ -63,7 +63,7 @@ def make_optimizer(
   *,
   convention: str = "pytorch",
   lr_schedule: str = "constant",
-  b1_decay: jax.typing.ArrayLike = 1.0,
+  b1_decay: jax.typing.ArrayLike | None = None,
 ) -> optax.GradientTransformation:
   r"""Returns the optimizer called ``name`` with the given hyperparameters.
 
@@ -93,7 +93,8 @@ def make_optimizer(
       :math:`\alpha_t = \alpha/\sqrt{t}`.
     b1_decay: :math:`\lambda` of a decaying :math:`\beta_{1,t} =
       \beta_1\lambda^{t-1}`, for ``"amsgrad"``, ``"adamnc"`` and
-      ``"adamx"``; a value other than 1 runs as a scan, not the fast engine.
+      ``"adamx"``; None (default) keeps :math:`\beta_1` constant. A value
+      other than 1 runs as a scan, not the fast engine.
 
   Returns:
     A :class:`SyntheticOptimizer` (an :class:`optax.GradientTransformation`
@@ -120,7 +121,8 @@ def make_optimizer(
   _validation.check_range("b1", b1, low=0.0, high=1.0)
   _validation.check_range("b2", b2, low=0.0, high=1.0)
   _validation.check_range("eps", eps, low=0.0)
-  _validation.check_range("b1_decay", b1_decay, low=0.0, high=1.0, high_inclusive=True)
+  if b1_decay is not None:
+    _validation.check_range("b1_decay", b1_decay, low=0.0, high=1.0, high_inclusive=True)
   lr = learning_rate
   if lr_schedule == "inverse-sqrt":
     lr = _schedules.inverse_sqrt_schedule(learning_rate)
@@ -136,7 +138,8 @@ def make_optimizer(
     tx = optax.sgd(lr)
   spec = None
   hyperparameters = (learning_rate, b1, b2, eps)
-  closed_form = name in FAST_OPTIMIZERS and isinstance(b1_decay, (int, float)) and b1_decay == 1
+  constant_b1 = b1_decay is None or (isinstance(b1_decay, (int, float)) and b1_decay == 1)
+  closed_form = name in FAST_OPTIMIZERS and constant_b1
   if closed_form and not callable(learning_rate) and all(jnp.ndim(h) == 0 for h in hyperparameters):
     # A closed form the fast engine knows; an arbitrary schedule it does not.
     spec = _fast.OptimizerSpec(name, learning_rate, b1, b2, eps, convention, lr_schedule)

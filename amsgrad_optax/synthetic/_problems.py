@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -363,7 +364,11 @@ def make_problem(name: str, **kwargs) -> Problem:
     >>> synthetic.make_problem("theorem1", c=4.0).big
     4.0
   """
-  factories = {"online": online, "stochastic": stochastic, "theorem1": theorem1}
+  factories: dict[str, Callable[..., Problem]] = {
+    "online": online,
+    "stochastic": stochastic,
+    "theorem1": theorem1,
+  }
   if name not in factories:
     raise ValueError(f"problem must be one of {PROBLEMS}, got {name!r}")
   return factories[name](**kwargs)

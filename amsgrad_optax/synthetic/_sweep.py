@@ -154,12 +154,12 @@ def sweep(
       why = f"the fast engine has no closed form for {optimizer!r}"
     elif not _fast.fits(problem, steps, n_configs):
       why = "its padded last chunk would run past the int32 step index"
-    if why is None:
+    else:
       fast = (optimizer, convention, lr_schedule)
-    elif engine == "fast":
+    if why is not None and engine == "fast":
       raise ValueError(f"engine='fast' cannot run this sweep: {why}; use engine='auto' or 'scan'")
 
-  x_final, regret, residual = _run_configs(
+  x_out, regret_out, residual = _run_configs(
     problem,
     make_tx,
     steps,
@@ -170,10 +170,9 @@ def sweep(
     fast=fast,
     inner_engine="scan" if engine == "scan" else "auto",
   )
-  x_final = np.asarray(x_final, np.float64)[:n_configs]
-  regret = np.asarray(regret, np.float64)[:n_configs]
+  regret = np.asarray(regret_out, np.float64)[:n_configs]
   regret = regret + np.asarray(residual, np.float64)[:n_configs]
-  columns["x_final"] = x_final
+  columns["x_final"] = np.asarray(x_out, np.float64)[:n_configs]
   columns["regret"] = regret
   columns["avg_regret"] = regret / steps
   return columns
@@ -226,8 +225,11 @@ def _run_configs(
     name, convention, lr_schedule = fast
 
     def fn(hp, seeds):
+      hp = dict(hp)
+      big = hp.pop("big", None)
       spec = _fast.OptimizerSpec(name, **hp, convention=convention, lr_schedule=lr_schedule)
-      return _fast.simulate_batch(problem, spec, steps, jax.vmap(jax.random.key)(seeds))
+      keys = jax.vmap(jax.random.key)(seeds)
+      return _fast.simulate_batch(problem, spec, steps, keys, big=big)
 
   if not shard:
     return jax.jit(fn)(hp_in, seed_in)
@@ -236,6 +238,107 @@ def _run_configs(
   hp_in = {k: jax.device_put(v, sharding) for k, v in hp_in.items()}
   seed_in = jax.device_put(seed_in, sharding)
   return jax.jit(fn, in_shardings=(sharding, sharding), out_shardings=sharding)(hp_in, seed_in)
+
+
+def theorem1_sweep(
+  c: Sequence[float],
+  steps: int,
+  grid: Mapping[str, Sequence[float]] | None = None,
+  *,
+  optimizer: str = "adam",
+  defaults: Mapping[str, float] | None = None,
+  convention: str = "pytorch",
+  lr_schedule: str = "constant",
+  shard: bool | None = None,
+) -> dict[str, np.ndarray]:
+  r"""Returns the final point and average regret of Theorem 1's problem over a grid of C and hyperparameters.
+
+  Every config of the Cartesian product of ``c`` and ``grid`` (C varying
+  slowest, then ``grid``'s keys in order, the last fastest) runs the problem
+  of :func:`theorem1` with its own C, all in one compiled call of the fast
+  engine (C enters as a per-run array, so the grid compiles once). Where
+  ``b2`` is in neither ``grid`` nor ``defaults``, each C gets the theorem's
+  :math:`eta_2 = 1/(1 + C^2)`; ``b1`` defaults to the theorem's 0.
+
+  Args:
+    c: values of :math:`C`, each > 2 (so that :math:`x^* = -1` for all).
+    steps: :math:`T` for every config.
+    grid: maps names in :data:`HYPERPARAMETERS` to sequences of values.
+    optimizer: a name in :data:`OPTIMIZERS`.
+    defaults: values of the hyperparameters not in ``grid`` (default
+      ``learning_rate=1e-2, b1=0, eps=1e-8``, ``b2`` as above).
+    convention: the AMSGrad convention when ``optimizer == "amsgrad"``.
+    lr_schedule: ``"constant"`` or ``"inverse-sqrt"``.
+    shard: as for :func:`sweep`.
+
+  Returns:
+    A dict of equal-length NumPy arrays, one row per config: ``C``, a column
+    per name in :data:`HYPERPARAMETERS`, ``x_final``, ``regret`` and
+    ``avg_regret``.
+
+  Raises:
+    ValueError: for a C that is not > 2, a bad grid, or an optimizer that is
+      not a name.
+
+  Examples:
+    >>> from amsgrad_optax import synthetic
+    >>> adam = synthetic.theorem1_sweep([3.0, 10.0], 30_000, {"b2": [0.01, 0.9]}, shard=False)
+    >>> [(r["C"], r["b2"], round(r["x_final"])) for r in synthetic.table_rows(adam)]
+    [(3.0, 0.01, 1), (3.0, 0.9, -1), (10.0, 0.01, 1), (10.0, 0.9, -1)]
+  """
+  c_np = np.atleast_1d(np.asarray(c, dtype=np.float64))
+  if c_np.ndim != 1 or c_np.size == 0:
+    raise ValueError(f"c must be a non-empty 1-D sequence, got {c!r}")
+  for value in c_np.tolist():
+    _problems.theorem1(value)  # checks C > 2
+  steps = _runner._check_steps(steps, _problems.theorem1())
+  grid_np = _check_grid(grid or {})
+  if not isinstance(optimizer, str):
+    raise TypeError(f"optimizer must be a name in {_optimizers.OPTIMIZERS}, got {optimizer!r}")
+  fixed = {"learning_rate": 1e-2, "b1": 0.0, "eps": 1e-8}
+  for name, value in (defaults or {}).items():
+    if name not in HYPERPARAMETERS:
+      raise ValueError(f"defaults keys must be among {HYPERPARAMETERS}, got {name!r}")
+    fixed[name] = value
+  _check_grid({k: [v] for k, v in fixed.items()})
+  _optimizers.make_optimizer(
+    optimizer,
+    **{**_DEFAULTS, **fixed},
+    convention=convention,
+    lr_schedule=lr_schedule,
+  )
+  names = list(grid_np)
+  combos = list(itertools.product(c_np, *(grid_np[n] for n in names)))
+  columns: dict[str, np.ndarray] = {"C": np.asarray([k[0] for k in combos], np.float64)}
+  for name in HYPERPARAMETERS:
+    if name in grid_np:
+      col = np.asarray([k[1 + names.index(name)] for k in combos], np.float64)
+    elif name in fixed:
+      col = np.full(len(combos), float(fixed[name]))
+    else:  # b2: the theorem's value for each C
+      col = 1.0 / (1.0 + columns["C"] ** 2)
+    columns[name] = col
+  problem = _problems.theorem1(float(c_np[0]))
+  if not _fast.fits(problem, steps, len(combos)):
+    raise ValueError(f"steps={steps} would run the fast engine past the int32 step index")
+  hp = {n: columns[n] for n in HYPERPARAMETERS}
+  hp["big"] = columns["C"]
+  x_final, regret, residual = _run_configs(
+    problem,
+    lambda **kw: None,  # unused: the fast engine runs every config
+    steps,
+    hp,
+    np.zeros(len(combos), np.int64),
+    shard=shard,
+    unroll=DEFAULT_UNROLL,
+    fast=(optimizer, convention, lr_schedule),
+  )
+  n = len(combos)
+  columns["x_final"] = np.asarray(x_final, np.float64)[:n]
+  regret = np.asarray(regret, np.float64)[:n] + np.asarray(residual, np.float64)[:n]
+  columns["regret"] = regret
+  columns["avg_regret"] = regret / steps
+  return columns
 
 
 def table_rows(table: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
