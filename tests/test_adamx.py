@@ -136,6 +136,8 @@ def test_bad_b1_decay_is_refused():
     amsgrad_optax.adamx(1e-3, b1_decay=1.5)
   with pytest.raises(ValueError, match="b1 must be in"):
     amsgrad_optax.scale_by_adamx(b1=1.0)
+  with pytest.raises(ValueError, match=r"b1_decay must be in \[0, 1\], got -0.5"):
+    synthetic.make_optimizer("adamx", b1_decay=-0.5)
 
 
 # ------------------------------------------------ Tran & Phong's Example 3.2
