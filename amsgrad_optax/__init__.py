@@ -4,7 +4,13 @@ from amsgrad_optax._adamx import scale_by_adamx as scale_by_adamx
 from amsgrad_optax._alias import adamnc as adamnc
 from amsgrad_optax._alias import adamx as adamx
 from amsgrad_optax._alias import amsgrad as amsgrad
+from amsgrad_optax._checkpoint import check_state_values as check_state_values
+from amsgrad_optax._checkpoint import read_checkpoint_config as read_checkpoint_config
+from amsgrad_optax._checkpoint import restore_checkpoint as restore_checkpoint
 from amsgrad_optax._checkpoint import restore_state as restore_state
+from amsgrad_optax._checkpoint import save_checkpoint as save_checkpoint
+from amsgrad_optax._config import AmsgradConfig as AmsgradConfig
+from amsgrad_optax._config import amsgrad_config as amsgrad_config
 from amsgrad_optax._conventions import CONVENTIONS as CONVENTIONS
 from amsgrad_optax._conventions import Convention as Convention
 from amsgrad_optax._conventions import get_convention as get_convention
@@ -22,6 +28,7 @@ from amsgrad_optax._transform import scale_by_amsgrad as scale_by_amsgrad
 __version__ = "0.1.0"
 
 __all__ = (
+  "AmsgradConfig",
   "CONVENTIONS",
   "Convention",
   "ScaleByAdamncState",
@@ -30,10 +37,15 @@ __all__ = (
   "adamnc",
   "adamx",
   "amsgrad",
+  "amsgrad_config",
+  "check_state_values",
   "diagnostics",
   "get_convention",
   "inverse_sqrt_schedule",
+  "read_checkpoint_config",
+  "restore_checkpoint",
   "restore_state",
+  "save_checkpoint",
   "scale_by_adamnc",
   "scale_by_adamx",
   "scale_by_amsgrad",

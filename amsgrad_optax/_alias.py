@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from amsgrad_optax import _adamx, _conventions, _robust, _transform, _validation
+from amsgrad_optax import _adamx, _config, _conventions, _robust, _transform, _validation
 
 MaskOrFn = Any
 
@@ -236,7 +236,19 @@ def amsgrad(
     mu_dtype=mu_dtype,
     nu_dtype=nu_dtype,
   )
-  return _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask, skip_nonfinite)
+  tx = _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask, skip_nonfinite)
+  # For diagnostics and checkpoints: the state alone does not say what it belongs to.
+  config = (
+    convention,
+    learning_rate,
+    b1,
+    b2,
+    eps,
+    eps_root,
+    1.0 if b1_decay is None else b1_decay,
+    0.0 if weight_decay is None else weight_decay,
+  )
+  return _config.record(tx, _config.AmsgradConfig(*config))
 
 
 def adamnc(

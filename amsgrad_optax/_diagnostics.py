@@ -8,19 +8,33 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from amsgrad_optax import _conventions, _transform
+from amsgrad_optax import _config, _conventions, _transform, _validation
 
 _STATE_CLASSES = (_transform.ScaleByAmsgradState, optax.ScaleByAmsgradState)
-_STATE_NAME = "ScaleByAmsgradState"
+_INJECT_CLASSES = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+_NODES = _STATE_CLASSES + _INJECT_CLASSES
 
 
-def _find_state(state: Any) -> Any:
-  """Returns the one AMSGrad state inside ``state``, or raises a ValueError."""
-  if isinstance(state, _STATE_CLASSES):
-    return state
-  found = optax.tree_utils.tree_get_all_with_path(
-    state, _STATE_NAME, filtering=lambda _, v: isinstance(v, _STATE_CLASSES)
-  )
+def _walk(node: Any, path: str, hyperparams: tuple) -> Any:
+  """Yields (path, AMSGrad state, hyperparams dicts of the inject states around it)."""
+  if isinstance(node, _STATE_CLASSES):
+    yield path, node, hyperparams
+    return
+  if isinstance(node, _INJECT_CLASSES):
+    inner = (*hyperparams, node.hyperparams)
+    yield from _walk(node.inner_state, f"{path}.inner_state", inner)
+    return
+  found = jax.tree_util.tree_flatten_with_path(
+    node, is_leaf=lambda x: x is not node and isinstance(x, _NODES)
+  )[0]
+  for sub, leaf in found:
+    if isinstance(leaf, _NODES):
+      yield from _walk(leaf, path + jax.tree_util.keystr(sub), hyperparams)
+
+
+def _find_state(state: Any) -> tuple[Any, tuple]:
+  """Returns the one AMSGrad state in ``state`` and the hyperparams injected around it."""
+  found = list(_walk(state, "", ()))
   if not found:
     raise ValueError(
       "state must be a ScaleByAmsgradState or an optax state tree holding "
@@ -29,13 +43,14 @@ def _find_state(state: Any) -> Any:
       "optimizer.opt_state; for a Linen TrainState, state.opt_state."
     )
   if len(found) > 1:
-    paths = ", ".join(jax.tree_util.keystr(p) for p, _ in found)
+    paths = ", ".join(p or "<root>" for p, _, _ in found)
     raise ValueError(
       f"state holds {len(found)} AMSGrad states (at {paths}); diagnostics "
       "describes one optimizer: pass the one you mean, e.g. "
       "optax.tree_utils.tree_get_all_with_path(state, 'ScaleByAmsgradState')[i][1]."
     )
-  return found[0][1]
+  _, amsgrad_state, hyperparams = found[0]
+  return amsgrad_state, hyperparams
 
 
 def _leaves(tree: Any) -> list[jax.Array]:
@@ -47,16 +62,64 @@ def _f32(x: jax.typing.ArrayLike) -> jax.Array:
   return jnp.asarray(x).astype(jnp.float32)
 
 
+def _coordinates(x: jax.Array, conv: _conventions.Convention) -> jax.Array:
+  """A second-moment leaf as real coordinates.
+
+  A complex ``nu`` holds, under ``"pytorch"`` (``torch.view_as_real``), the
+  real and the imaginary part's moments, two coordinates each; under
+  ``"optax"`` a real value in a complex array.
+  """
+  if not jnp.iscomplexobj(x):
+    return x
+  if conv.complex_mode == "real_view":
+    return jnp.stack([jnp.real(x), jnp.imag(x)])
+  return jnp.real(x)
+
+
+# What each convention needs beyond learning_rate, eps and eps_root.
+def _needed(conv: _conventions.Convention) -> tuple[str, ...]:
+  names = ["learning_rate", "eps", "eps_root"]
+  if conv.correct_mu:
+    names += ["b1", "b1_decay"]
+  if conv.nu_correction != "none":
+    names.append("b2")
+  return tuple(names)
+
+
+_RANGES = {
+  "learning_rate": {"low": 0.0},
+  "b1": {"low": 0.0, "high": 1.0},
+  "b2": {"low": 0.0, "high": 1.0},
+  "eps": {"low": 0.0},
+  "eps_root": {"low": 0.0},
+  "b1_decay": {"low": 0.0, "high": 1.0, "high_inclusive": True},
+}
+
+
+def _hyperparameter(name: str, sources: list[tuple[str, Any]]) -> Any:
+  """Returns the one value the sources that have one agree on, or None; raises on a conflict."""
+  given = [(where, value) for where, value in sources if value is not None]
+  for where, value in given[1:]:
+    if not _config.same_value(given[0][1], value):
+      raise ValueError(
+        f"diagnostics: {name} is {_config.show(given[0][1])} in {given[0][0]} but "
+        f"{_config.show(value)} in {where}: one of them is not what the state was "
+        "built with. Pass the optimizer's value, or leave the argument out."
+      )
+  return given[0][1] if given else None
+
+
 def diagnostics(
   state: Any,
+  tx: optax.GradientTransformation | _config.AmsgradConfig | None = None,
   *,
-  learning_rate: optax.ScalarOrSchedule,
-  b1: jax.typing.ArrayLike = 0.9,
-  b2: jax.typing.ArrayLike = 0.999,
-  eps: jax.typing.ArrayLike = 1e-8,
-  eps_root: jax.typing.ArrayLike = 0.0,
-  convention: str = "pytorch",
-  b1_decay: jax.typing.ArrayLike = 1.0,
+  learning_rate: optax.ScalarOrSchedule | None = None,
+  b1: jax.typing.ArrayLike | None = None,
+  b2: jax.typing.ArrayLike | None = None,
+  eps: jax.typing.ArrayLike | None = None,
+  eps_root: jax.typing.ArrayLike | None = None,
+  convention: str | None = None,
+  b1_decay: jax.typing.ArrayLike | None = None,
 ) -> dict[str, jax.Array]:
   r"""Returns scalars worth logging about an AMSGrad state: momentum, cap, step sizes.
 
@@ -64,10 +127,26 @@ def diagnostics(
   class of that name), or any optax state tree holding exactly one: the
   state of :func:`amsgrad_optax.amsgrad` or of an ``optax.chain`` around it,
   a Flax ``nnx.Optimizer``'s ``opt_state``, a Linen ``TrainState``'s
-  ``opt_state``. It is found with
-  :func:`optax.tree_utils.tree_get_all_with_path` by its class name. Pass
-  the hyperparameters the optimizer was built with: they are not stored in
-  the state.
+  ``opt_state``.
+
+  The figures depend on the optimizer's convention and hyperparameters, and
+  nothing is assumed: each is taken from where it is known, and it is an
+  error if it is known nowhere, or known twice with two values.
+
+  * The state: an ``optax.inject_hyperparams`` state around the AMSGrad
+    state holds every numeric hyperparameter (``learning_rate`` as the value
+    the last update used); an ``optax.ScaleByAmsgradState`` is
+    ``convention="optax"`` with a constant ``b1``.
+  * ``tx``: the transformation :func:`amsgrad_optax.amsgrad` or
+    :func:`amsgrad_optax.scale_by_amsgrad` returned (or
+    :func:`amsgrad_optax.skip_nonfinite` around one), which records its
+    convention and hyperparameters; or an :class:`~amsgrad_optax.AmsgradConfig`
+    (for ``optax.amsgrad``, or a transformation that was wrapped).
+  * The keyword arguments.
+
+  Which are needed depends on the convention: ``learning_rate``, ``eps``
+  and ``eps_root`` always; ``b1`` and ``b1_decay`` where :math:`m_t` is bias
+  corrected; ``b2`` where :math:`v_t` is (not under ``"paper"``).
 
   After :math:`t` updates (``count``), with :math:`c_1 = 1 - \prod_{i\le t}
   \beta_{1,i}` and :math:`c_2 = 1 - \beta_2^t` (evaluated exactly as the
@@ -111,13 +190,20 @@ def diagnostics(
     falls slowly means the cap is holding every coordinate back: a larger
     learning rate, or Adam, may train faster.
 
+  A state without coordinates (every param zero-size, or none) has
+  ``mu_norm = 0`` and ``cap_active = 0``, and NaN for the figures that are
+  a fraction or an order statistic of no coordinates.
+
   The median sorts every coordinate: on large models log it every few
   hundred steps, not every step. Everything is computed in float32 and the
-  function is pure and jittable (close over the keyword arguments, e.g.
-  ``jax.jit(functools.partial(diagnostics, learning_rate=...))``).
+  function is pure and jittable (close over ``tx`` and the keyword
+  arguments, e.g. ``jax.jit(functools.partial(diagnostics, tx=tx))``).
 
   Args:
     state: an AMSGrad state, or an optax state tree holding one.
+    tx: the optimizer (as :func:`amsgrad_optax.amsgrad` returned it) or an
+      :class:`~amsgrad_optax.AmsgradConfig`; None to rely on the state and
+      the keyword arguments.
     learning_rate: the learning rate :math:`\eta`: a float, an array or an
       optax schedule.
     b1: the optimizer's ``b1``.
@@ -134,8 +220,10 @@ def diagnostics(
     ``step_max``.
 
   Raises:
-    ValueError: if ``state`` holds no AMSGrad state or more than one, or
-      for an unknown convention.
+    ValueError: if ``state`` holds no AMSGrad state or more than one; for
+      an unknown convention; if a hyperparameter the convention needs was
+      neither passed nor found, or was found with two values, or is out of
+      range (``b2 = 1``, say); if ``tx`` carries no recorded config.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -144,38 +232,88 @@ def diagnostics(
     >>> state = tx.init(jnp.zeros(2))
     >>> _, state = tx.update(jnp.array([4.0, 1.0]), state)
     >>> _, state = tx.update(jnp.array([2.0, 1.0]), state)
-    >>> d = amsgrad_optax.diagnostics(state, learning_rate=0.1, b1=0.0, b2=0.5, eps=0.0)
+    >>> d = amsgrad_optax.diagnostics(state, tx)
     >>> int(d["cap_active"])  # nu = (6, 0.75) is below nu_max = (8, 0.75) once
     1
     >>> float(d["step_max"])  # 0.1 / (sqrt(0.75) / sqrt(c2)), c2 = 1 - 0.5**2
     0.1...
     >>> round(float(d["step_min"]), 6)  # 0.1 / (sqrt(8) / sqrt(c2))
     0.030619
+    >>> amsgrad_optax.diagnostics(state, learning_rate=0.1)
+    Traceback (most recent call last):
+    ...
+    ValueError: diagnostics needs the convention, ...
   """
-  conv = _conventions.get_convention(convention)
-  amsgrad_state = _find_state(state)
+  amsgrad_state, injected = _find_state(state)
+  recorded = None if tx is None else _config.amsgrad_config(tx)
   (count,) = _leaves(amsgrad_state.count)
   t = jnp.maximum(count, jnp.ones_like(count))
-  if callable(learning_rate):
-    lr = _f32(learning_rate(t - 1))
-  else:
-    lr = _f32(learning_rate)
 
-  c1, c2 = conv.bias_corrections(b1, b2, t, b1_decay=b1_decay)
+  def sources(name: str, given: Any) -> list[tuple[str, Any]]:
+    out = [(f"the argument {name}=", given)]
+    # Innermost first: the hyperparameters the AMSGrad state was updated with.
+    for hp in reversed(injected):
+      if name in hp:
+        (value,) = _leaves(hp[name])
+        out.append(("the inject_hyperparams state", value))
+    if recorded is not None:
+      out.append(("tx's config", getattr(recorded, name)))
+    if isinstance(amsgrad_state, optax.ScaleByAmsgradState):
+      # optax.scale_by_amsgrad: the "optax" convention, with a constant b1.
+      out.append(
+        ("optax's ScaleByAmsgradState", {"convention": "optax", "b1_decay": 1.0}.get(name))
+      )
+    if name == "learning_rate":
+      # Compared, and used, as the rate the last update took.
+      out = [(where, _f32(v(t - 1)) if callable(v) else v) for where, v in out]
+    return out
+
+  conv_name = _hyperparameter("convention", sources("convention", convention))
+  if conv_name is None:
+    raise ValueError(
+      "diagnostics needs the convention, and neither the state nor an argument "
+      "gives it: pass tx= (the transformation amsgrad_optax.amsgrad returned), "
+      f"or convention= (one of {_conventions.CONVENTIONS}; 'optax' for optax.amsgrad)."
+    )
+  conv = _conventions.get_convention(conv_name)
+  given = {
+    "learning_rate": learning_rate,
+    "b1": b1,
+    "b2": b2,
+    "eps": eps,
+    "eps_root": eps_root,
+    "b1_decay": b1_decay,
+  }
+  hp = {name: _hyperparameter(name, sources(name, value)) for name, value in given.items()}
+  missing = [name for name in _needed(conv) if hp[name] is None]
+  if missing:
+    raise ValueError(
+      f"diagnostics needs {', '.join(missing)} for the {conv.name!r} convention, "
+      "and neither the state nor an argument gives them: pass tx= (the "
+      "transformation amsgrad_optax.amsgrad returned, or an "
+      "amsgrad_optax.AmsgradConfig), or the keyword arguments. Nothing is "
+      "assumed: a default that differs from the optimizer's would give wrong figures."
+    )
+  for name, value in hp.items():
+    if value is not None:
+      _validation.check_range(name, value, **_RANGES[name])
+  lr = _f32(hp["learning_rate"])
+
+  c1, c2 = conv.bias_corrections(hp["b1"], hp["b2"], t, b1_decay=hp["b1_decay"])
   factor = lr if c1 is None else lr / _f32(c1)
   sqrt_c2 = None if c2 is None else jnp.sqrt(_f32(c2))
   if conv.nu_correction == "step":
     assert sqrt_c2 is not None  # every convention that corrects nu has a c2
     factor = factor * sqrt_c2
+  eps, eps_root = _f32(hp["eps"]), _f32(hp["eps_root"])
 
   mus = _leaves(amsgrad_state.mu)
   nus = _leaves(amsgrad_state.nu)
   nu_maxes = _leaves(amsgrad_state.nu_max)
-  if not nu_maxes:
-    raise ValueError("state has no coordinates: the params tree it was initialised with is empty")
 
-  steps, capped = [], []
+  steps, capped = [jnp.zeros([0], jnp.float32)], [jnp.zeros([0], bool)]
   for nu, nu_max in zip(nus, nu_maxes, strict=True):
+    nu, nu_max = _coordinates(nu, conv), _coordinates(nu_max, conv)
     # Compare against the quantity the maximum is taken over, in its own
     # dtype, so an inactive cap compares equal bit for bit.
     if conv.nu_correction == "max":
@@ -184,20 +322,23 @@ def diagnostics(
     else:
       capped_over = nu
     capped.append(jnp.ravel(nu_max > capped_over))
-    den = jnp.sqrt(_f32(nu_max) + _f32(eps_root))
+    den = jnp.sqrt(_f32(nu_max) + eps_root)
     if conv.nu_correction == "denominator":
       assert sqrt_c2 is not None
       den = den / sqrt_c2
-    steps.append(jnp.ravel(factor / (den + _f32(eps))))
+    steps.append(jnp.ravel(factor / (den + eps)))
   step = jnp.concatenate(steps)
   cap = jnp.concatenate(capped)
   cap_active = jnp.sum(cap, dtype=jnp.int32)
-  mu_sq = sum(jnp.sum(_f32(jnp.abs(m)) ** 2) for m in mus)
-  return {
-    "mu_norm": jnp.sqrt(mu_sq),
-    "cap_active": cap_active,
-    "cap_active_fraction": cap_active.astype(jnp.float32) / jnp.float32(cap.size),
-    "step_min": jnp.min(step),
-    "step_median": jnp.median(step),
-    "step_max": jnp.max(step),
-  }
+  mu_sq = sum((jnp.sum(_f32(jnp.abs(m)) ** 2) for m in mus), jnp.float32(0))
+  if step.size == 0:
+    nan = jnp.float32(jnp.nan)
+    stats = {"cap_active_fraction": nan, "step_min": nan, "step_median": nan, "step_max": nan}
+  else:
+    stats = {
+      "cap_active_fraction": cap_active.astype(jnp.float32) / jnp.float32(cap.size),
+      "step_min": jnp.min(step),
+      "step_median": jnp.median(step),
+      "step_max": jnp.max(step),
+    }
+  return {"mu_norm": jnp.sqrt(mu_sq), "cap_active": cap_active, **stats}

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from amsgrad_optax import _validation
+from amsgrad_optax import _config, _validation
 
 
 class SkipNonfiniteState(NamedTuple):
@@ -157,8 +157,12 @@ def skip_nonfinite(tx: optax.GradientTransformation) -> optax.GradientTransforma
   inner = optax.with_extra_args_support(tx)
 
   def init_fn(params):
-    zero = jnp.zeros([], jnp.int32)
-    return SkipNonfiniteState(inner.init(params), zero, zero)
+    # Two buffers, not one zero shared by both counters: a state whose leaves
+    # share a buffer cannot be donated (jax.jit(..., donate_argnums=...)
+    # refuses to "donate the same buffer twice").
+    return SkipNonfiniteState(
+      inner.init(params), jnp.zeros([], jnp.int32), jnp.zeros([], jnp.int32)
+    )
 
   def update_fn(updates, state, params=None, **extra_args):
     _validation.check_state(state, SkipNonfiniteState._fields, "SkipNonfiniteState")
@@ -183,4 +187,6 @@ def skip_nonfinite(tx: optax.GradientTransformation) -> optax.GradientTransforma
     )
     return _keep(ok, new_updates, _negative_zeros(new_updates)), new_state
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  out = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  config = _config.recorded(tx)  # what tx is, skip_nonfinite(tx) is too
+  return out if config is None else _config.record(out, config)

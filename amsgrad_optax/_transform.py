@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from amsgrad_optax import _conventions, _validation
+from amsgrad_optax import _config, _conventions, _validation
 
 
 class ScaleByAmsgradState(NamedTuple):
@@ -519,7 +519,10 @@ def scale_by_amsgrad(
     mu = jax.tree.map(lambda m, old: _cast(m, old.dtype), mu, state.mu)
     return u, ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  config = _config.AmsgradConfig(
+    convention, None, b1, b2, eps, eps_root, 1.0 if b1_decay is None else b1_decay
+  )
+  return _config.record(optax.GradientTransformation(init_fn, update_fn), config)
 
 
 def _unzip(tree_of_tuples, treedef, n):

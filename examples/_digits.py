@@ -89,16 +89,9 @@ def diagnostics_fn(args: argparse.Namespace) -> Callable[[Any], dict]:
   """Returns a jitted ``amsgrad_optax.diagnostics`` for this run's hyperparameters."""
   import jax
 
-  return jax.jit(
-    functools.partial(
-      amsgrad_optax.diagnostics,
-      learning_rate=learning_rate(args),
-      b1=args.b1,
-      b2=args.b2,
-      eps=args.eps,
-      convention=args.convention,
-    )
-  )
+  # The optimizer records its convention and hyperparameters: nothing to repeat.
+  tx = make_optimizer("amsgrad", args)
+  return jax.jit(functools.partial(amsgrad_optax.diagnostics, tx=tx))
 
 
 @dataclasses.dataclass

@@ -120,9 +120,20 @@ def _pin_gloo_to(hostname: str) -> None:
   xla_bridge.register_backend_factory("cpu", factory, priority=0, fail_quietly=False)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _positive_int(text: str) -> int:
+  """An argparse type: an integer >= 1 (argparse then exits 2 with a one-line error)."""
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+  return value
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--num-processes", type=int, default=1)
+  parser.add_argument("--num-processes", type=_positive_int, default=1)
   parser.add_argument("--process-id", type=int, default=0)
   parser.add_argument(
     "--port",
@@ -141,10 +152,20 @@ def main(argv: list[str] | None = None) -> int:
     help="let jax.distributed.initialize() read the cluster's environment (SLURM, Open MPI, "
     "Kubernetes, Cloud TPU) instead of the three flags above",
   )
-  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--steps", type=_positive_int, default=20)
   parser.add_argument("--learning-rate", type=float, default=1e-2)
   parser.add_argument("--out", default=None, help="write the final params here (.npz)")
   args = parser.parse_args(argv)
+  if not args.cluster and not 0 <= args.process_id < args.num_processes:
+    parser.error(
+      f"argument --process-id: must be in [0, {args.num_processes}) for "
+      f"--num-processes {args.num_processes}, got {args.process_id}"
+    )
+  return args
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = _parse(argv)
 
   # CPU collectives between processes; GPUs and TPUs use their own (NCCL, ICI).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -151,6 +151,44 @@ CASES = (
   Case("skip_nonfinite", "not a transformation", "amsgrad_optax.skip_nonfinite(1e-3)"),
   Case("init_value", "negative", "amsgrad_optax.inverse_sqrt_schedule(-1.0)"),
   Case("b1", "1.0 for AdamNC", "amsgrad_optax.adamnc(1e-3, b1=1.0)"),
+  # diagnostics: nothing is assumed
+  Case(
+    "convention",
+    "diagnostics with only the learning rate",
+    "amsgrad_optax.diagnostics(state, learning_rate=1e-3)",
+  ),
+  Case(
+    "eps",
+    "diagnostics without eps, eps_root, b1, b1_decay, b2",
+    'amsgrad_optax.diagnostics(state, learning_rate=1e-3, convention="optax")',
+  ),
+  Case(
+    "eps",
+    "diagnostics with another eps than the optimizer's",
+    "amsgrad_optax.diagnostics(state, tx, eps=1e-3)",
+  ),
+  Case(
+    "b2",
+    "diagnostics with b2 = 1",
+    'amsgrad_optax.diagnostics(state, convention="paper", learning_rate=1e-3, eps=1e-8, '
+    "eps_root=0.0, b2=1.0)",
+  ),
+  Case(
+    "tx",
+    "diagnostics given a transformation without a record",
+    "amsgrad_optax.diagnostics(state, optax.chain(tx))",
+  ),
+  # restoring states
+  Case(
+    "count",
+    "a restored step count below 0",
+    "amsgrad_optax.restore_state(state, (state[0]._replace(count=jnp.int32(-5)), state[1]))",
+  ),
+  Case(
+    "nu_max",
+    "a state whose nu_max is below nu",
+    "amsgrad_optax.check_state_values(state[0]._replace(nu=grads))",
+  ),
 )
 
 

@@ -230,3 +230,228 @@ def test_matches_leaves_by_name_not_by_order():
   assert isinstance(back.z, jax.Array)
   np.testing.assert_array_equal(back.z, [2.0, 2.0])
   np.testing.assert_array_equal(back.a, [1.0, 1.0])
+
+
+# ---------------------------------------------------------------- values no state can hold
+
+
+def _trained(tx, steps=6, params=None):
+  """A state after ``steps`` updates; |g| falls on half the coordinates (the cap is
+  active there) and rises on the others (it is not)."""
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)} if params is None else params
+  falling = jnp.array([[True, False, True], [False, True, False]])
+  state = tx.init(params)
+  for i in range(steps):
+    scale = jnp.where(falling, 4.0 if i == 0 else 1.0 / (i + 1), float(i + 1))
+    grads = jax.tree.map(lambda p, s=scale: s * (p + 0.3), params)
+    _, state = tx.update(grads, state, params)
+  return params, state
+
+
+def _raw(state):
+  return serialization.msgpack_restore(serialization.to_bytes(state))
+
+
+def _set(raw, path, fn):
+  node = raw
+  for key in path[:-1]:
+    node = node[key]
+  node[path[-1]] = fn(np.array(node[path[-1]]))
+
+
+CORRUPT = {
+  "negative_count": (("0", "count"), lambda x: np.int32(-5), r"0/count is -5, but a step count"),
+  "negative_nu": (("0", "nu", "w"), lambda x: -x, r"0/nu/w is -.* never negative"),
+  "nu_max_below_nu": (("0", "nu_max", "w"), lambda x: x * 0.5, r"0/nu_max/w is below 0/nu/w"),
+  "nan_mu": (("0", "mu", "w"), lambda x: x * np.nan, r"0/mu/w is not finite \(nan at index"),
+  "inf_nu_max": (("0", "nu_max", "w"), lambda x: x + np.inf, r"0/nu_max/w is not finite \(inf"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPT))
+def test_restore_state_rejects_values_no_state_can_hold(case):
+  tx = amsgrad_optax.amsgrad(1e-2)
+  params, state = _trained(tx)
+  raw = _raw(state)
+  path, fn, message = CORRUPT[case]
+  _set(raw, path, fn)
+  with pytest.raises(ValueError, match=message):
+    amsgrad_optax.restore_state(tx.init(params), raw)
+  # The escape hatch restores it as it is.
+  back = amsgrad_optax.restore_state(tx.init(params), raw, check_values=False)
+  for a, b in zip(jax.tree.leaves(_raw(back)), jax.tree.leaves(raw), strict=True):
+    assert np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+
+
+def test_restore_state_rejects_impossible_skip_counters():
+  tx = amsgrad_optax.amsgrad(1e-2, skip_nonfinite=True)
+  params, state = _trained(tx)
+  raw = _raw(state)
+  raw["total_skipped"] = np.int32(-1)
+  with pytest.raises(ValueError, match="total_skipped is -1, but a skip counter is never negative"):
+    amsgrad_optax.restore_state(tx.init(params), raw)
+  raw["total_skipped"], raw["consecutive_skipped"] = np.int32(1), np.int32(2)
+  with pytest.raises(ValueError, match="consecutive_skipped is 2, above total_skipped"):
+    amsgrad_optax.restore_state(tx.init(params), raw)
+
+
+@pytest.mark.standard_promotion  # optax.amsgrad's bias correction
+@pytest.mark.parametrize(
+  ("convention", "nu_dtype"),
+  [(c, d) for c in amsgrad_optax.CONVENTIONS for d in (None, jnp.bfloat16)]
+  + [("optax.amsgrad", None)],
+)
+def test_every_trained_state_passes_and_nu_max_is_never_below_nu(convention, nu_dtype):
+  # The invariant the check relies on holds exactly, in every convention and
+  # dtype, including where the cap is active (nu_max > nu) and is not.
+  if convention == "optax.amsgrad":
+    tx = optax.amsgrad(1e-2, b2=0.9)
+  else:
+    tx = amsgrad_optax.amsgrad(1e-2, b2=0.9, convention=convention, nu_dtype=nu_dtype)
+  params, state = _trained(tx, steps=12)
+  amsgrad_optax.check_state_values(state)
+  amsgrad_optax.restore_state(tx.init(params), _raw(state))
+  nu, nu_max = (
+    np.asarray(state[0].nu["w"], np.float64),
+    np.asarray(state[0].nu_max["w"], np.float64),
+  )
+  assert np.all(nu_max >= nu)
+  if convention in ("pytorch", "keras", "paper"):
+    assert np.any(nu_max > nu) and np.any(nu_max == nu)
+
+
+# ---------------------------------------------------------------- save_checkpoint / restore_checkpoint
+
+
+def test_checkpoint_resume_is_bit_identical(tmp_path):
+  tx = amsgrad_optax.amsgrad(
+    amsgrad_optax.inverse_sqrt_schedule(0.05), weight_decay=1e-3, skip_nonfinite=True
+  )
+  step = _make_step(tx)
+  p0 = _params()
+  full_params, full_state = _train(step, p0, tx.init(p0), 0, STEPS)
+  params, state = _train(step, p0, tx.init(p0), 0, STOP)
+  amsgrad_optax.save_checkpoint(tmp_path / "ckpt", {"params": params, "opt_state": state}, tx)
+  target = {"params": _params(), "opt_state": tx.init(_params())}
+  back = amsgrad_optax.restore_checkpoint(tmp_path / "ckpt", target, tx)
+  params, state = _train(step, back["params"], back["opt_state"], STOP, STEPS)
+  _assert_bit_equal(params, full_params)
+  _assert_bit_equal(state, full_state)
+  saved = amsgrad_optax.read_checkpoint_config(tmp_path / "ckpt")
+  assert saved == {
+    "convention": "pytorch",
+    "learning_rate": "schedule",
+    "b1": 0.9,
+    "b2": 0.999,
+    "eps": 1e-8,
+    "eps_root": 0.0,
+    "b1_decay": 1.0,
+    "weight_decay": 1e-3,
+  }
+
+
+def test_restore_checkpoint_refuses_an_optax_state_into_pytorch(tmp_path):
+  # The migration trap of issue 13: optax's nu_max is bias-corrected, and
+  # restored into "pytorch" it gave 10x smaller steps without a word.
+  optax_tx = amsgrad_optax.amsgrad(1e-3, convention="optax")
+  params, state = _trained(optax_tx)
+  amsgrad_optax.save_checkpoint(tmp_path / "ckpt", state, optax_tx)
+  torch_tx = amsgrad_optax.amsgrad(1e-3)
+  with pytest.raises(ValueError, match="holds a convention='optax' state and this optimizer is"):
+    amsgrad_optax.restore_checkpoint(tmp_path / "ckpt", torch_tx.init(params), torch_tx)
+  with pytest.raises(ValueError, match="holds a convention='optax' state"):
+    amsgrad_optax.restore_checkpoint(
+      tmp_path / "ckpt", torch_tx.init(params), torch_tx, allow_changes=("convention",)
+    )
+  # Into the optax convention it restores.
+  back = amsgrad_optax.restore_checkpoint(tmp_path / "ckpt", optax_tx.init(params), optax_tx)
+  _assert_bit_equal(back, state)
+
+
+def test_restore_checkpoint_refuses_other_hyperparameters_unless_allowed(tmp_path):
+  tx = amsgrad_optax.amsgrad(1e-3, b2=0.99, convention="keras")
+  params, state = _trained(tx)
+  amsgrad_optax.save_checkpoint(tmp_path / "ckpt", state, tx)
+  other = amsgrad_optax.amsgrad(1e-4, b2=0.999, convention="keras")
+  with pytest.raises(
+    ValueError,
+    match=r"learning_rate is 0\.001 there, 0\.0001 here; b2 is 0\.99 there, 0\.999 here\. "
+    r".*allow_changes=\('learning_rate', 'b2'\)",
+  ):
+    amsgrad_optax.restore_checkpoint(tmp_path / "ckpt", other.init(params), other)
+  finetune = amsgrad_optax.amsgrad(1e-4, b2=0.99, convention="keras")
+  back = amsgrad_optax.restore_checkpoint(
+    tmp_path / "ckpt", finetune.init(params), finetune, allow_changes=("learning_rate",)
+  )
+  _assert_bit_equal(back, state)
+  # pytorch, keras and paper states mean the same: the change may be allowed.
+  torch_tx = amsgrad_optax.amsgrad(1e-3, b2=0.99)
+  with pytest.raises(ValueError, match="convention is 'keras' there, 'pytorch' here"):
+    amsgrad_optax.restore_checkpoint(tmp_path / "ckpt", torch_tx.init(params), torch_tx)
+  amsgrad_optax.restore_checkpoint(
+    tmp_path / "ckpt", torch_tx.init(params), torch_tx, allow_changes=("convention",)
+  )
+  # A config given by hand is compared like a recorded one; float32 values agree.
+  config = amsgrad_optax.AmsgradConfig("keras", jnp.float32(1e-3), b2=jnp.float32(0.99))
+  amsgrad_optax.restore_checkpoint(tmp_path / "ckpt", tx.init(params), config)
+  with pytest.raises(ValueError, match="allow_changes names \\['lr'\\]"):
+    amsgrad_optax.restore_checkpoint(tmp_path / "ckpt", tx.init(params), tx, allow_changes=("lr",))
+
+
+def test_restore_checkpoint_refuses_a_checkpoint_without_a_record(tmp_path):
+  tx = amsgrad_optax.amsgrad(1e-3)
+  params, state = _trained(tx)
+  _orbax_roundtrip(state, tmp_path / "plain")
+  with pytest.raises(ValueError, match="was not written by amsgrad_optax.save_checkpoint"):
+    amsgrad_optax.restore_checkpoint(tmp_path / "plain", tx.init(params), tx)
+
+
+@pytest.mark.standard_promotion  # optax.amsgrad's bias correction
+def test_save_checkpoint_refuses_an_optax_state_described_as_pytorch(tmp_path):
+  params, state = _trained(optax.amsgrad(1e-3))
+  with pytest.raises(ValueError, match="holds an optax.ScaleByAmsgradState"):
+    amsgrad_optax.save_checkpoint(
+      tmp_path / "c", state, amsgrad_optax.AmsgradConfig("pytorch", 1e-3)
+    )
+  with pytest.raises(ValueError, match="carries no AmsgradConfig"):
+    amsgrad_optax.save_checkpoint(tmp_path / "c", state, optax.amsgrad(1e-3))
+  amsgrad_optax.save_checkpoint(tmp_path / "c", state, amsgrad_optax.AmsgradConfig("optax", 1e-3))
+
+
+# ---------------------------------------------------------------- migrating from optax.amsgrad
+
+
+@pytest.mark.standard_promotion  # optax.amsgrad's bias correction
+def test_an_optax_amsgrad_checkpoint_resumes_bit_exactly_under_the_optax_convention(tmp_path):
+  theirs = optax.amsgrad(0.05)
+  ours = amsgrad_optax.amsgrad(0.05, convention="optax")
+  p0 = _params()
+  full_params, _ = _train(_make_step(theirs), p0, theirs.init(p0), 0, STEPS)
+  params, state = _train(_make_step(theirs), p0, theirs.init(p0), 0, STOP)
+  raw = _orbax_roundtrip({"params": params, "opt_state": state}, tmp_path / "ckpt")
+  back = amsgrad_optax.restore_state({"params": _params(), "opt_state": ours.init(_params())}, raw)
+  assert isinstance(back["opt_state"][0], amsgrad_optax.ScaleByAmsgradState)
+  params, _ = _train(_make_step(ours), back["params"], back["opt_state"], STOP, STEPS)
+  _assert_bit_equal(params, full_params)
+
+
+def test_optax_nu_max_times_c2_bounds_the_pytorch_nu_max():
+  # What docs/checkpoints.md states about converting an optax state to the
+  # raw-maximum conventions: with c2 = 1 - b2^t, the true pytorch nu_max (the
+  # same gradients run under "pytorch") lies in [nu, nu_max_optax * c2], and
+  # equals the upper end where optax's cap is inactive.
+  b2, t = 0.999, 12
+  params, opt = _trained(amsgrad_optax.amsgrad(1e-2, b2=b2, convention="optax"), steps=t)
+  _, pt = _trained(amsgrad_optax.amsgrad(1e-2, b2=b2), steps=t)
+  nu = np.asarray(opt[0].nu["w"], np.float64)
+  np.testing.assert_array_equal(nu, np.asarray(pt[0].nu["w"]))  # nu does not depend on it
+  # c2 as the "optax" convention (and optax) evaluates it: a float32 power.
+  _, c2 = amsgrad_optax.get_convention("optax").bias_corrections(0.9, b2, opt[0].count)
+  converted = np.asarray(opt[0].nu_max["w"], np.float64) * float(c2)
+  true = np.asarray(pt[0].nu_max["w"], np.float64)
+  assert np.all(nu <= true) and np.all(true <= converted * (1 + 1e-6))
+  # Inactive: nu_max is this step's nu / c2 (up to c2's float32 rounding).
+  inactive = np.isclose(converted, nu, rtol=1e-6, atol=0)
+  assert np.any(inactive) and np.any(~inactive)
+  np.testing.assert_allclose(true[inactive], converted[inactive], rtol=1e-6)
+  assert np.all(true[~inactive] < converted[~inactive] * (1 - 1e-3))  # not exact there

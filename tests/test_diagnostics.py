@@ -31,26 +31,28 @@ RISING = {"w": np.array([True, False, False]), "b": np.array([True, False])}
 FALLING = {"w": np.array([False, True, False]), "b": np.array([False, True])}
 
 
-def _reference(convention: str, lr: float = LR) -> dict[str, float]:
+def _reference(
+  convention: str, lr: float = LR, b2: float = B2, eps: float = EPS
+) -> dict[str, float]:
   """Diagnostics after GRADS, from a float64 NumPy AMSGrad written for this test."""
   t = len(GRADS["w"])
-  c1, c2 = 1 - B1**t, 1 - B2**t
+  c1, c2 = 1 - B1**t, 1 - b2**t
   mus, steps, cap = [], [], []
   for name in ("b", "w"):  # jax.tree.leaves order of the dict
     g = GRADS[name].astype(np.float64)
     m = v = vmax = np.zeros(g.shape[1])
     for i in range(t):
       m = B1 * m + (1 - B1) * g[i]
-      v = B2 * v + (1 - B2) * g[i] ** 2
-      over = v / (1 - B2 ** (i + 1)) if convention == "optax" else v
+      v = b2 * v + (1 - b2) * g[i] ** 2
+      over = v / (1 - b2 ** (i + 1)) if convention == "optax" else v
       vmax = np.maximum(vmax, over)
     over = v / c2 if convention == "optax" else v
     cap.append(vmax > over * (1 + 1e-9))
     s = {
-      "pytorch": lr / c1 / (np.sqrt(vmax) / np.sqrt(c2) + EPS),
-      "keras": lr * np.sqrt(c2) / c1 / (np.sqrt(vmax) + EPS),
-      "optax": lr / c1 / (np.sqrt(vmax) + EPS),
-      "paper": lr / (np.sqrt(vmax) + EPS),
+      "pytorch": lr / c1 / (np.sqrt(vmax) / np.sqrt(c2) + eps),
+      "keras": lr * np.sqrt(c2) / c1 / (np.sqrt(vmax) + eps),
+      "optax": lr / c1 / (np.sqrt(vmax) + eps),
+      "paper": lr / (np.sqrt(vmax) + eps),
     }[convention]
     mus.append(m)
     steps.append(s)
@@ -90,10 +92,13 @@ def _assert_matches(got: dict, want: dict) -> None:
 def test_matches_numpy_reference(convention):
   tx = amsgrad_optax.amsgrad(LR, B1, B2, EPS, convention=convention)
   state, _ = _run(tx)
-  got = amsgrad_optax.diagnostics(
-    state, learning_rate=LR, b1=B1, b2=B2, eps=EPS, convention=convention
-  )
+  got = amsgrad_optax.diagnostics(state, tx)
   _assert_matches(got, _reference(convention))
+  # The same from the keyword arguments alone.
+  kwargs = dict(learning_rate=LR, b1=B1, b2=B2, eps=EPS, eps_root=0.0, b1_decay=1.0)
+  _assert_matches(
+    amsgrad_optax.diagnostics(state, convention=convention, **kwargs), _reference(convention)
+  )
   assert got["cap_active"].dtype == jnp.int32
   assert got["step_median"].dtype == jnp.float32
 
@@ -106,9 +111,7 @@ def test_last_update_is_minus_step_times_mu(convention):
   history = {"w": GRADS["w"][:, :2], "b": GRADS["b"]}
   tx = amsgrad_optax.amsgrad(LR, B1, B2, 1e-3, convention=convention)
   state, updates = _run(tx, history)
-  d = amsgrad_optax.diagnostics(
-    state, learning_rate=LR, b1=B1, b2=B2, eps=1e-3, convention=convention
-  )
+  d = amsgrad_optax.diagnostics(state, tx)
   mu = np.concatenate([np.asarray(x) for x in jax.tree.leaves(state[0].mu)])
   u = np.concatenate([np.asarray(x) for x in jax.tree.leaves(updates)])
   ratio = -u / mu
@@ -119,15 +122,17 @@ def test_last_update_is_minus_step_times_mu(convention):
 
 
 def test_zero_gradient_coordinates_show_lr_over_eps():
-  state, _ = _run(amsgrad_optax.amsgrad(LR, B1, B2, EPS, convention="paper"))
-  d = amsgrad_optax.diagnostics(state, learning_rate=LR, b1=B1, b2=B2, eps=EPS, convention="paper")
+  tx = amsgrad_optax.amsgrad(LR, B1, B2, EPS, convention="paper")
+  state, _ = _run(tx)
+  d = amsgrad_optax.diagnostics(state, tx)
   np.testing.assert_allclose(float(d["step_max"]), LR / EPS, rtol=1e-6)
 
 
 def test_schedule_is_read_at_the_last_updates_index():
   sched = amsgrad_optax.inverse_sqrt_schedule(LR)
-  state, _ = _run(amsgrad_optax.amsgrad(sched, B1, B2, EPS))
-  got = amsgrad_optax.diagnostics(state, learning_rate=sched, b1=B1, b2=B2, eps=EPS)
+  tx = amsgrad_optax.amsgrad(sched, B1, B2, EPS)
+  state, _ = _run(tx)
+  got = amsgrad_optax.diagnostics(state, tx)
   # After 3 updates the last one used alpha / sqrt(3).
   _assert_matches(got, _reference("pytorch", lr=LR / np.sqrt(3.0)))
 
@@ -136,16 +141,7 @@ def test_schedule_is_read_at_the_last_updates_index():
 def test_jit_matches_reference(convention):
   tx = amsgrad_optax.amsgrad(LR, B1, B2, EPS, convention=convention)
   state, _ = _run(tx)
-  fn = jax.jit(
-    functools.partial(
-      amsgrad_optax.diagnostics,
-      learning_rate=LR,
-      b1=B1,
-      b2=B2,
-      eps=EPS,
-      convention=convention,
-    )
-  )
+  fn = jax.jit(functools.partial(amsgrad_optax.diagnostics, tx=tx))
   _assert_matches(fn(state), _reference(convention))
 
 
@@ -155,7 +151,9 @@ def test_finds_the_state_inside_a_chain_and_inject_hyperparams():
     optax.inject_hyperparams(amsgrad_optax.amsgrad)(learning_rate=LR, b1=B1, b2=B2, eps=EPS),
   )
   state, _ = _run(tx)
-  got = amsgrad_optax.diagnostics(state, learning_rate=LR, b1=B1, b2=B2, eps=EPS)
+  # Every hyperparameter is in the inject_hyperparams state; the convention,
+  # a string, is not.
+  got = amsgrad_optax.diagnostics(state, convention="pytorch")
   _assert_matches(got, _reference("pytorch"))
 
 
@@ -163,9 +161,8 @@ def test_reads_optax_amsgrad_state_under_the_optax_convention():
   # optax.amsgrad's bias correction is not clean under strict promotion.
   with jax.numpy_dtype_promotion("standard"):
     state, _ = _run(optax.amsgrad(LR, B1, B2, EPS))
-  got = amsgrad_optax.diagnostics(
-    state, learning_rate=LR, b1=B1, b2=B2, eps=EPS, convention="optax"
-  )
+  # The state's class says "optax"; optax.amsgrad's numbers must be given.
+  got = amsgrad_optax.diagnostics(state, learning_rate=LR, b1=B1, b2=B2, eps=EPS, eps_root=0.0)
   _assert_matches(got, _reference("optax"))
 
 
@@ -178,17 +175,18 @@ def test_reads_a_flax_nnx_optimizer_state():
       self.b = nnx.Param(jnp.zeros(2))
 
   model = Model()
-  optimizer = nnx.Optimizer(model, amsgrad_optax.amsgrad(LR, B1, B2, EPS), wrt=nnx.Param)
+  tx = amsgrad_optax.amsgrad(LR, B1, B2, EPS)
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   for i in range(len(GRADS["w"])):
     grads = nnx.State({k: nnx.Param(jnp.asarray(v[i])) for k, v in GRADS.items()})
     optimizer.update(model, grads)
-  got = amsgrad_optax.diagnostics(optimizer.opt_state, learning_rate=LR, b1=B1, b2=B2, eps=EPS)
+  got = amsgrad_optax.diagnostics(optimizer.opt_state, tx)
   _assert_matches(got, _reference("pytorch"))
 
 
 def test_before_the_first_update_takes_the_corrections_at_t1():
-  state = amsgrad_optax.amsgrad(LR).init({"w": jnp.zeros(4)})
-  d = amsgrad_optax.diagnostics(state, learning_rate=LR, b1=B1, b2=B2, eps=EPS)
+  tx = amsgrad_optax.amsgrad(LR, B1, B2, EPS)
+  d = amsgrad_optax.diagnostics(tx.init({"w": jnp.zeros(4)}), tx)
   # nu_max = 0: lr / (1 - b1) / (0 + eps), and no cap is active yet.
   np.testing.assert_allclose(float(d["step_median"]), LR / (1 - B1) / EPS, rtol=1e-6)
   assert int(d["cap_active"]) == 0
@@ -214,4 +212,138 @@ def test_rejects_two_amsgrad_states():
 def test_rejects_an_unknown_convention():
   state = amsgrad_optax.amsgrad(0.1).init(jnp.zeros(2))
   with pytest.raises(ValueError, match="convention must be one of"):
-    amsgrad_optax.diagnostics(state, learning_rate=0.1, convention="torch")
+    amsgrad_optax.diagnostics(state, convention="torch")
+
+
+# ---------------------------------------------------------------- nothing is assumed
+#
+# Issue 13, item 4: with convention="optax", b2=0.9, eps=1e-3 and only the
+# learning rate passed, the figures used to take b2=0.999, eps=1e-8 silently.
+
+OPTAX_HP = dict(b2=0.9, eps=1e-3, convention="optax")
+# Gradients small enough that eps=1e-3 matters at every coordinate.
+TINY = {k: v * np.float32(1e-4) for k, v in GRADS.items()}
+
+
+def _float64_step_min() -> float:
+  """step_min after TINY under "optax" with b2=0.9, eps=1e-3, by hand in float64."""
+  t, b2, eps = 3, 0.9, 1e-3
+  c1 = 1 - B1**t
+  step = []
+  for g in (TINY["b"].astype(np.float64), TINY["w"].astype(np.float64)):
+    v = vmax = np.zeros(g.shape[1])
+    for i in range(t):
+      v = b2 * v + (1 - b2) * g[i] ** 2
+      vmax = np.maximum(vmax, v / (1 - b2 ** (i + 1)))
+    step.append(LR / c1 / (np.sqrt(vmax) + eps))
+  return float(np.concatenate(step).min())
+
+
+def test_optax_convention_hyperparameters_come_from_tx():
+  tx = amsgrad_optax.amsgrad(LR, B1, **OPTAX_HP)
+  state, _ = _run(tx, TINY)
+  want = _float64_step_min()
+  # What assuming the defaults (b2=0.999, eps=1e-8) gives is far off.
+  assumed = amsgrad_optax.diagnostics(
+    state,
+    learning_rate=LR,
+    b1=B1,
+    b2=0.999,
+    eps=1e-8,
+    eps_root=0.0,
+    b1_decay=1.0,
+    convention="optax",
+  )
+  assert float(assumed["step_min"]) > 3 * want
+  for got in (
+    amsgrad_optax.diagnostics(state, tx),
+    amsgrad_optax.diagnostics(state, amsgrad_optax.amsgrad_config(tx)),
+    amsgrad_optax.diagnostics(state, amsgrad_optax.skip_nonfinite(tx)),
+    amsgrad_optax.diagnostics(state, amsgrad_optax.AmsgradConfig(learning_rate=LR, **OPTAX_HP)),
+  ):
+    np.testing.assert_allclose(float(got["step_min"]), want, rtol=2e-6)
+
+
+def test_optax_convention_hyperparameters_come_from_an_inject_hyperparams_state():
+  tx = optax.inject_hyperparams(amsgrad_optax.amsgrad)(LR, B1, **OPTAX_HP)
+  state, _ = _run(tx, TINY)
+  got = amsgrad_optax.diagnostics(state, convention="optax")
+  np.testing.assert_allclose(float(got["step_min"]), _float64_step_min(), rtol=2e-6)
+  # Jitted, with the hyperparameters traced inside the state.
+  got = jax.jit(functools.partial(amsgrad_optax.diagnostics, convention="optax"))(state)
+  np.testing.assert_allclose(float(got["step_min"]), _float64_step_min(), rtol=2e-6)
+  # Found through skip_nonfinite's state between the two.
+  tx = optax.inject_hyperparams(amsgrad_optax.amsgrad)(LR, B1, **OPTAX_HP, skip_nonfinite=True)
+  state, _ = _run(tx, TINY)
+  got = amsgrad_optax.diagnostics(state, convention="optax")
+  np.testing.assert_allclose(float(got["step_min"]), _float64_step_min(), rtol=2e-6)
+
+
+def test_an_injected_schedule_is_read_as_the_rate_the_last_update_took():
+  sched = amsgrad_optax.inverse_sqrt_schedule(LR)
+  tx = optax.inject_hyperparams(amsgrad_optax.amsgrad)(sched, B1, B2, EPS)
+  state, _ = _run(tx)
+  got = amsgrad_optax.diagnostics(state, convention="pytorch", learning_rate=sched)
+  _assert_matches(got, _reference("pytorch", lr=LR / np.sqrt(3.0)))
+
+
+def test_a_missing_hyperparameter_is_an_error_naming_it():
+  tx = amsgrad_optax.amsgrad(LR, B1, **OPTAX_HP)
+  state, _ = _run(tx)
+  with pytest.raises(ValueError, match="needs the convention"):
+    amsgrad_optax.diagnostics(state, learning_rate=LR)
+  with pytest.raises(ValueError, match=r"needs b1, b1_decay, b2 for the 'optax' convention"):
+    amsgrad_optax.diagnostics(state, learning_rate=LR, eps=1e-3, eps_root=0.0, convention="optax")
+  # "paper" has no bias corrections: b1, b2 and b1_decay are not needed.
+  paper = amsgrad_optax.amsgrad(LR, B1, B2, EPS, convention="paper")
+  state, _ = _run(paper)
+  got = amsgrad_optax.diagnostics(
+    state, learning_rate=LR, eps=EPS, eps_root=0.0, convention="paper"
+  )
+  _assert_matches(got, _reference("paper"))
+
+
+def test_a_value_given_twice_differently_is_an_error():
+  tx = amsgrad_optax.amsgrad(LR, B1, **OPTAX_HP)
+  state, _ = _run(tx)
+  with pytest.raises(ValueError, match=r"b2 is 0\.999 in the argument b2= but 0\.9 in tx's config"):
+    amsgrad_optax.diagnostics(state, tx, b2=0.999)
+  with pytest.raises(ValueError, match="convention is 'pytorch'"):
+    amsgrad_optax.diagnostics(state, tx, convention="pytorch")
+  injected = optax.inject_hyperparams(amsgrad_optax.amsgrad)(LR, B1, **OPTAX_HP)
+  state, _ = _run(injected)
+  with pytest.raises(ValueError, match="eps is 1e-08 in the argument eps= but 0.001"):
+    amsgrad_optax.diagnostics(state, convention="optax", eps=1e-8)
+  # The same value, as float32 in the state and a Python float here, agrees.
+  amsgrad_optax.diagnostics(state, convention="optax", eps=1e-3, b2=0.9)
+
+
+def test_a_transformation_without_a_record_is_an_error():
+  tx = optax.chain(optax.clip(1.0), amsgrad_optax.amsgrad(LR))
+  state, _ = _run(tx)
+  with pytest.raises(ValueError, match="carries no AmsgradConfig"):
+    amsgrad_optax.diagnostics(state, tx)
+
+
+@pytest.mark.parametrize(
+  ("name", "value"), [("b2", 1.0), ("b1", 1.0), ("eps", -1.0), ("b1_decay", 1.5)]
+)
+def test_rejects_out_of_range_hyperparameters(name, value):
+  state, _ = _run(amsgrad_optax.amsgrad(LR))
+  kwargs = dict(learning_rate=LR, b1=B1, b2=B2, eps=EPS, eps_root=0.0, b1_decay=1.0)
+  kwargs[name] = value
+  with pytest.raises(ValueError, match=name):
+    amsgrad_optax.diagnostics(state, convention="pytorch", **kwargs)
+
+
+@pytest.mark.parametrize("params", [{"w": jnp.zeros((0, 3))}, {}], ids=["zero_size", "empty"])
+def test_a_state_without_coordinates_gives_nan_figures(params):
+  tx = amsgrad_optax.amsgrad(LR)
+  state = tx.init(params)
+  _, state = tx.update(params, state, params)
+  eager = functools.partial(amsgrad_optax.diagnostics, tx=tx)
+  for fn in (eager, jax.jit(eager)):
+    d = fn(state)
+    assert int(d["cap_active"]) == 0 and float(d["mu_norm"]) == 0.0
+    for key in ("cap_active_fraction", "step_min", "step_median", "step_max"):
+      assert np.isnan(float(d[key])), key

@@ -93,3 +93,39 @@ def test_two_processes_equal_one_process_on_the_full_batch(tmp_path):
     np.testing.assert_array_equal(results[0][k], results[1][k])  # replicas agree
     np.testing.assert_allclose(results[0][k], value, rtol=1e-5, atol=1e-6, err_msg=k)
   np.testing.assert_allclose(float(results[0]["loss"]), expected_loss, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+  ("argv", "needle"),
+  [
+    (["--steps", "0"], "argument --steps: must be an integer >= 1, got 0"),
+    (["--steps", "-3"], "argument --steps: must be an integer >= 1, got -3"),
+    (["--num-processes", "0"], "argument --num-processes: must be an integer >= 1, got 0"),
+    (["--num-processes", "two"], "argument --num-processes: must be an integer >= 1, got 'two'"),
+    (["--num-processes", "2", "--process-id", "2"], "argument --process-id: must be in [0, 2)"),
+  ],
+)
+def test_bad_arguments_exit_2_with_one_error_line(argv, needle, capsys):
+  # Before anything runs: --steps 0 used to crash after training nothing, and
+  # --num-processes 0 to run single-process without a word.
+  example = _load_example()
+  with pytest.raises(SystemExit) as exit_info:
+    example.main(argv)
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[0].startswith("usage:")
+  assert err[-1].endswith(f": error: {needle}") or f": error: {needle}" in err[-1], err
+
+
+def test_the_script_itself_exits_2():
+  proc = subprocess.run(
+    [sys.executable, str(EXAMPLE), "--num-processes", "0"],
+    capture_output=True,
+    text=True,
+    timeout=TIMEOUT_S,
+    check=False,
+  )
+  assert proc.returncode == 2, proc
+  assert proc.stderr.strip().splitlines()[-1] == (
+    f"{EXAMPLE.name}: error: argument --num-processes: must be an integer >= 1, got 0"
+  )

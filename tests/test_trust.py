@@ -410,3 +410,15 @@ def test_gradient_with_respect_to_eps_at_zero(convention):
     fd = (float(f(h)) - float(f(0.0))) / h
   assert np.isfinite(grad)
   np.testing.assert_allclose(grad, fd, rtol=1e-4, atol=1e-6)
+
+
+def test_diagnostics_count_the_real_and_imaginary_coordinates_under_pytorch():
+  # torch's real view: g = (1+1j, 0.5j, 2) is six coordinates, gradients (1, 0, 2, 1, 0.5, 0).
+  # After one step s = lr/c1 / (|g| + eps) = 1/|g| (lr 0.1, c1 = 0.1), 1e8 where g = 0.
+  tx = amsgrad_optax.amsgrad(0.1)
+  p = jnp.ones(3, jnp.complex64)
+  _, state = tx.update(jnp.array([1 + 1j, 0.5j, 2.0], jnp.complex64), tx.init(p), p)
+  d = amsgrad_optax.diagnostics(state, tx)
+  np.testing.assert_allclose(float(d["step_min"]), 0.5, rtol=1e-6)
+  np.testing.assert_allclose(float(d["step_median"]), (1.0 + 2.0) / 2, rtol=1e-6)
+  np.testing.assert_allclose(float(d["step_max"]), 1e8, rtol=1e-6)
