@@ -365,4 +365,8 @@ def adamx(
   scaler = _adamx.scale_by_adamx(
     b1, b2, eps, eps_root, b1_decay=b1_decay, mu_dtype=mu_dtype, nu_dtype=nu_dtype
   )
-  return _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask, skip_nonfinite)
+  tx = _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask, skip_nonfinite)
+  # Its step from nu_max is the "paper" convention's, so diagnostics read it as that.
+  config = ("paper", learning_rate, b1, b2, eps, eps_root, 1.0 if b1_decay is None else b1_decay)
+  config += (0.0 if weight_decay is None else weight_decay,)
+  return _config.record(tx, _config.AmsgradConfig(*config))

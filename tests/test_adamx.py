@@ -213,3 +213,16 @@ def test_a_sweep_of_adamx_runs_as_a_scan():
   np.testing.assert_array_equal(adx["x_final"], ams["x_final"])
   with pytest.raises(ValueError, match="no closed form for 'adamx'"):
     synthetic.sweep(problem, 2020, grid, optimizer="adamx", engine="fast", shard=False)
+
+
+def test_diagnostics_read_an_adamx_state():
+  """adamx records its hyperparameters, so diagnostics' step sizes are AdamX's lr / sqrt(vhat)."""
+  g = np.ones((3, 2), np.float32)
+  tx = amsgrad_optax.adamx(0.1, 0.9, 0.999, 1e-8, b1_decay=0.9)
+  params = jnp.zeros(2)
+  state = tx.init(params)
+  for row in g:
+    _, state = tx.update(jnp.asarray(row), state, params)
+  _, vhat = _reference(g, alpha=0.1, b1=0.9, b2=0.999, lam=0.9)
+  want = 0.1 / (np.sqrt(vhat[-1, 0]) + 1e-8)
+  assert float(amsgrad_optax.diagnostics(state, tx)["step_median"]) == pytest.approx(want, rel=1e-5)
