@@ -1,6 +1,8 @@
 """AMSGrad (Reddi, Kale & Kumar, ICLR 2018) as optax gradient transformations."""
 
+from amsgrad_optax._adamx import scale_by_adamx as scale_by_adamx
 from amsgrad_optax._alias import adamnc as adamnc
+from amsgrad_optax._alias import adamx as adamx
 from amsgrad_optax._alias import amsgrad as amsgrad
 from amsgrad_optax._checkpoint import check_state_values as check_state_values
 from amsgrad_optax._checkpoint import read_checkpoint_config as read_checkpoint_config
@@ -33,6 +35,7 @@ __all__ = (
   "ScaleByAmsgradState",
   "SkipNonfiniteState",
   "adamnc",
+  "adamx",
   "amsgrad",
   "amsgrad_config",
   "check_state_values",
@@ -44,6 +47,7 @@ __all__ = (
   "restore_state",
   "save_checkpoint",
   "scale_by_adamnc",
+  "scale_by_adamx",
   "scale_by_amsgrad",
   "shard_state",
   "skip_nonfinite",

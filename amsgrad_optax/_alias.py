@@ -1,4 +1,4 @@
-"""Complete optimizers: the AMSGrad and AdamNC steps with weight decay and a learning rate."""
+"""Complete optimizers: the AMSGrad, AdamNC and AdamX steps with weight decay and a learning rate."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from amsgrad_optax import _config, _conventions, _robust, _transform, _validation
+from amsgrad_optax import _adamx, _config, _conventions, _robust, _transform, _validation
 
 MaskOrFn = Any
 
@@ -306,3 +306,67 @@ def adamnc(
     b1, eps, eps_root, b1_decay=b1_decay, mu_dtype=mu_dtype, nu_dtype=nu_dtype
   )
   return _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask, skip_nonfinite)
+
+
+def adamx(
+  learning_rate: optax.ScalarOrSchedule,
+  b1: jax.typing.ArrayLike = 0.9,
+  b2: jax.typing.ArrayLike = 0.999,
+  eps: jax.typing.ArrayLike = 1e-8,
+  eps_root: jax.typing.ArrayLike = 0.0,
+  *,
+  weight_decay: jax.typing.ArrayLike | None = None,
+  decoupled_weight_decay: bool = True,
+  mask: MaskOrFn = None,
+  b1_decay: jax.typing.ArrayLike | None = None,
+  mu_dtype: Any | None = None,
+  nu_dtype: Any | None = None,
+  skip_nonfinite: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Returns Tran & Phong's AdamX optimizer: AMSGrad corrected for a decaying :math:`\beta_{1,t}`.
+
+  The step is :func:`scale_by_adamx` (see there for the formula) scaled by
+  ``-learning_rate``; weight decay works as in :func:`amsgrad`. Tran &
+  Phong's analysis uses :math:`\alpha_t = \alpha/\sqrt{t}`
+  (:func:`inverse_sqrt_schedule`) and :math:`\beta_{1,t} =
+  \beta_1\lambda^{t-1}` (``b1_decay < 1``); with a constant :math:`\beta_1` AdamX is
+  ``amsgrad(..., convention="paper")``.
+
+  Args:
+    learning_rate: a non-negative float or array, or an optax schedule.
+    b1: :math:`\beta_1 = \beta_{1,1}`, in [0, 1).
+    b2: decay rate of the second moment, in [0, 1).
+    eps: added to the denominator outside the square root, >= 0.
+    eps_root: added to the running max inside the square root, >= 0.
+    weight_decay: the weight-decay rate, >= 0.
+    decoupled_weight_decay: decoupled (AdamW) when True, coupled when False.
+    mask: the leaves that are decayed, as in :func:`optax.adamw`.
+    b1_decay: :math:`\lambda` in :math:`\beta_{1,t} = \beta_1\lambda^{t-1}`.
+    mu_dtype: dtype of ``mu``.
+    nu_dtype: dtype of ``nu`` and ``nu_max``.
+    skip_nonfinite: skip and count non-finite steps, as in :func:`amsgrad`.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import amsgrad_optax
+    >>> tx = amsgrad_optax.adamx(amsgrad_optax.inverse_sqrt_schedule(0.1), b1_decay=0.5)
+    >>> state = tx.init(jnp.zeros(1))
+    >>> updates, state = tx.update(jnp.array([2.0]), state)
+    >>> updates  # -0.1 * (0.1*2) / sqrt(0.001*4)
+    Array([-0.3162278], dtype=float32)
+
+  References:
+    Tran & Phong, `On the Convergence Proof of AMSGrad and a New Version
+    <https://arxiv.org/abs/1904.03590>`_, IEEE Access 7, 2019, Algorithm 2.
+  """
+  scaler = _adamx.scale_by_adamx(
+    b1, b2, eps, eps_root, b1_decay=b1_decay, mu_dtype=mu_dtype, nu_dtype=nu_dtype
+  )
+  tx = _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask, skip_nonfinite)
+  # Its step from nu_max is the "paper" convention's, so diagnostics read it as that.
+  config = ("paper", learning_rate, b1, b2, eps, eps_root, 1.0 if b1_decay is None else b1_decay)
+  config += (0.0 if weight_decay is None else weight_decay,)
+  return _config.record(tx, _config.AmsgradConfig(*config))

@@ -350,6 +350,7 @@ def scale_by_amsgrad(
   b1_decay: jax.typing.ArrayLike | None = None,
   mu_dtype: Any | None = None,
   nu_dtype: Any | None = None,
+  _nu_max_factor: Any = None,
 ) -> optax.GradientTransformation:
   r"""Returns a transformation that rescales updates by AMSGrad.
 
@@ -415,6 +416,9 @@ def scale_by_amsgrad(
     mu_dtype: dtype of ``mu``; None for the param's dtype (float32 for float16
       params).
     nu_dtype: dtype of ``nu`` and ``nu_max``; None for the rule above.
+    _nu_max_factor: private, for :func:`amsgrad_optax.scale_by_adamx`: a
+      function of the step count returning a scalar that multiplies
+      :math:`\hat v_{t-1}` before the maximum; None for none.
 
   Returns:
     An :class:`optax.GradientTransformation` whose state is a
@@ -465,6 +469,7 @@ def scale_by_amsgrad(
     scalars = _PerDtype()
     check_in = functools.partial(scalars, _check_hyperparams, hyperparams)
     step_factor = jnp.sqrt(bc2) / bc1 if conv.nu_correction == "step" else None
+    nu_max_factor = None if _nu_max_factor is None else _nu_max_factor(count)
 
     complex_arith = conv.complex_mode == "complex"
 
@@ -477,6 +482,8 @@ def scale_by_amsgrad(
       b2_ = scalars(_cast_hp, b2, real_wide)
       g_sq = scalars(_one_minus, b2_, real_wide) * _abs_sq(g, real_wide, conj_form=complex_arith)
       v = _cast(g_sq, wide) + _mul_hp(b2_, _cast(v, wide))
+      if nu_max_factor is not None:  # AdamX rescales the old maximum first
+        v_max = _mul_hp(scalars(_cast, nu_max_factor, real_wide), _cast(v_max, wide))
       if conv.nu_correction == "max":
         v_max = jnp.maximum(_cast(v_max, wide), _by_real(jnp.divide, v, bc2, complex_arith))
       else:

@@ -10,7 +10,10 @@ from amsgrad_optax import _alias, _conventions, _schedules, _validation
 from amsgrad_optax.synthetic import _fast
 
 #: The optimizer names accepted by :func:`make_optimizer` and the command line.
-OPTIMIZERS: tuple[str, ...] = ("adam", "amsgrad", "adamnc", "sgd")
+OPTIMIZERS: tuple[str, ...] = ("adam", "amsgrad", "adamnc", "sgd", "adamx")
+
+#: The named optimizers the fast engine computes in closed form (AdamX runs as a scan).
+FAST_OPTIMIZERS: tuple[str, ...] = ("adam", "amsgrad", "adamnc", "sgd")
 
 #: The learning-rate schedules accepted by :func:`make_optimizer`.
 LR_SCHEDULES: tuple[str, ...] = ("constant", "inverse-sqrt")
@@ -60,6 +63,7 @@ def make_optimizer(
   *,
   convention: str = "pytorch",
   lr_schedule: str = "constant",
+  b1_decay: jax.typing.ArrayLike | None = None,
 ) -> optax.GradientTransformation:
   r"""Returns the optimizer called ``name`` with the given hyperparameters.
 
@@ -70,6 +74,7 @@ def make_optimizer(
   amsgrad    ``amsgrad_optax.amsgrad(learning_rate, b1, b2, eps, convention=convention)``
   adamnc     ``amsgrad_optax.adamnc(learning_rate, b1, eps)`` (``b2`` unused)
   sgd        ``optax.sgd(learning_rate)`` (``b1``, ``b2``, ``eps`` unused)
+  adamx      ``amsgrad_optax.adamx(learning_rate, b1, b2, eps, b1_decay=b1_decay)``
   ========== ================================================================
 
   Hyperparameters may be JAX arrays (so that :func:`jax.vmap` can sweep
@@ -86,6 +91,10 @@ def make_optimizer(
       always checked).
     lr_schedule: ``"constant"``, or ``"inverse-sqrt"`` for the paper's
       :math:`\alpha_t = \alpha/\sqrt{t}`.
+    b1_decay: :math:`\lambda` of a decaying :math:`\beta_{1,t} =
+      \beta_1\lambda^{t-1}`, for ``"amsgrad"``, ``"adamnc"`` and
+      ``"adamx"``; None (default) keeps :math:`\beta_1` constant. A value
+      other than 1 runs as a scan, not the fast engine.
 
   Returns:
     A :class:`SyntheticOptimizer` (an :class:`optax.GradientTransformation`
@@ -112,20 +121,26 @@ def make_optimizer(
   _validation.check_range("b1", b1, low=0.0, high=1.0)
   _validation.check_range("b2", b2, low=0.0, high=1.0)
   _validation.check_range("eps", eps, low=0.0)
+  if b1_decay is not None:
+    _validation.check_range("b1_decay", b1_decay, low=0.0, high=1.0, high_inclusive=True)
   lr = learning_rate
   if lr_schedule == "inverse-sqrt":
     lr = _schedules.inverse_sqrt_schedule(learning_rate)
   if name == "adam":
     tx = optax.adam(lr, b1, b2, eps)
   elif name == "amsgrad":
-    tx = _alias.amsgrad(lr, b1, b2, eps, convention=convention)
+    tx = _alias.amsgrad(lr, b1, b2, eps, convention=convention, b1_decay=b1_decay)
   elif name == "adamnc":
-    tx = _alias.adamnc(lr, b1, eps)
+    tx = _alias.adamnc(lr, b1, eps, b1_decay=b1_decay)
+  elif name == "adamx":
+    tx = _alias.adamx(lr, b1, b2, eps, b1_decay=b1_decay)
   else:
     tx = optax.sgd(lr)
   spec = None
   hyperparameters = (learning_rate, b1, b2, eps)
-  if not callable(learning_rate) and all(jnp.ndim(h) == 0 for h in hyperparameters):
+  constant_b1 = b1_decay is None or (isinstance(b1_decay, (int, float)) and b1_decay == 1)
+  closed_form = name in FAST_OPTIMIZERS and constant_b1
+  if closed_form and not callable(learning_rate) and all(jnp.ndim(h) == 0 for h in hyperparameters):
     # A closed form the fast engine knows; an arbitrary schedule it does not.
     spec = _fast.OptimizerSpec(name, learning_rate, b1, b2, eps, convention, lr_schedule)
   return _with_standard_promotion(tx, spec)

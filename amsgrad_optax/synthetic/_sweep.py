@@ -150,6 +150,8 @@ def sweep(
     why = None
     if not isinstance(optimizer, str):
       why = "the optimizer is a callable, not a name in OPTIMIZERS"
+    elif optimizer not in _optimizers.FAST_OPTIMIZERS:
+      why = f"the fast engine has no closed form for {optimizer!r}"
     elif not _fast.fits(problem, steps, n_configs):
       why = "its padded last chunk would run past the int32 step index"
     else:
