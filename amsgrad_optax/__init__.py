@@ -25,7 +25,7 @@ from amsgrad_optax._transform import ScaleByAmsgradState as ScaleByAmsgradState
 from amsgrad_optax._transform import scale_by_adamnc as scale_by_adamnc
 from amsgrad_optax._transform import scale_by_amsgrad as scale_by_amsgrad
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = (
   "AmsgradConfig",
