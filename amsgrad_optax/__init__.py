@@ -7,6 +7,8 @@ from amsgrad_optax._conventions import CONVENTIONS as CONVENTIONS
 from amsgrad_optax._conventions import Convention as Convention
 from amsgrad_optax._conventions import get_convention as get_convention
 from amsgrad_optax._diagnostics import diagnostics as diagnostics
+from amsgrad_optax._quantize import QuantizedArray as QuantizedArray
+from amsgrad_optax._quantize import dequantize as dequantize
 from amsgrad_optax._robust import SkipNonfiniteState as SkipNonfiniteState
 from amsgrad_optax._robust import skip_nonfinite as skip_nonfinite
 from amsgrad_optax._schedules import inverse_sqrt_schedule as inverse_sqrt_schedule
@@ -22,11 +24,13 @@ __version__ = "0.1.0"
 __all__ = (
   "CONVENTIONS",
   "Convention",
+  "QuantizedArray",
   "ScaleByAdamncState",
   "ScaleByAmsgradState",
   "SkipNonfiniteState",
   "adamnc",
   "amsgrad",
+  "dequantize",
   "diagnostics",
   "get_convention",
   "inverse_sqrt_schedule",

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import optax
 
-from amsgrad_optax import _robust, _transform, _validation
+from amsgrad_optax import _quantize, _robust, _transform, _validation
 
 MaskOrFn = Any
 
@@ -89,6 +89,8 @@ def amsgrad(
   mu_dtype: Any | None = None,
   nu_dtype: Any | None = None,
   skip_nonfinite: bool = False,
+  state_bits: int | None = None,
+  block_size: int = _quantize.DEFAULT_BLOCK_SIZE,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Returns the AMSGrad optimizer, in any framework's convention.
 
@@ -132,6 +134,12 @@ def amsgrad(
       optimizer's). If False, such a step goes through: one NaN gradient
       makes ``nu_max``, and so every later update of that parameter, NaN
       for the rest of the run.
+    state_bits: None for full-precision state, or 8 for block-wise 8-bit
+      ``mu``, ``nu`` and ``nu_max`` (about 3 bytes per parameter), with
+      ``nu_max`` rounded up so that the cap holds; see
+      :func:`scale_by_amsgrad`.
+    block_size: the most elements per quantization block, with
+      ``state_bits=8``.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -168,6 +176,8 @@ def amsgrad(
     b1_decay=b1_decay,
     mu_dtype=mu_dtype,
     nu_dtype=nu_dtype,
+    state_bits=state_bits,
+    block_size=block_size,
   )
   return _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask, skip_nonfinite)
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from amsgrad_optax import _conventions, _transform
+from amsgrad_optax import _conventions, _quantize, _transform
 
 _STATE_CLASSES = (_transform.ScaleByAmsgradState, optax.ScaleByAmsgradState)
 _STATE_NAME = "ScaleByAmsgradState"
@@ -40,7 +40,8 @@ def _find_state(state: Any) -> Any:
 
 def _leaves(tree: Any) -> list[jax.Array]:
   # Flax nnx wraps state leaves in Variables; flattening unwraps them.
-  return [jnp.asarray(x) for x in jax.tree.leaves(tree)]
+  # 8-bit leaves (state_bits=8) are read as the float32 values they encode.
+  return [jnp.asarray(x) for x in jax.tree.leaves(_quantize.dequantize_tree(tree))]
 
 
 def _f32(x: jax.typing.ArrayLike) -> jax.Array:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from amsgrad_optax import _conventions, _validation
+from amsgrad_optax import _conventions, _quantize, _validation
 
 
 class ScaleByAmsgradState(NamedTuple):
@@ -221,7 +221,7 @@ def _sqrt_plus(nu_max, eps_root):
 
 def _check_updates(updates, state, state_type):
   _validation.check_state(state, state_type._fields, state_type.__name__)
-  _validation.check_same_structure(updates, state.mu, "state.mu")
+  _validation.check_same_structure(updates, _quantize.shapes_tree(state.mu), "state.mu")
   _validation.check_float_tree(updates, "updates")
 
 
@@ -238,6 +238,8 @@ def scale_by_amsgrad(
   b1_decay: jax.typing.ArrayLike = 1.0,
   mu_dtype: Any | None = None,
   nu_dtype: Any | None = None,
+  state_bits: int | None = None,
+  block_size: int = _quantize.DEFAULT_BLOCK_SIZE,
 ) -> optax.GradientTransformation:
   r"""Returns a transformation that rescales updates by AMSGrad.
 
@@ -284,6 +286,17 @@ def scale_by_amsgrad(
       ``1.0`` (default) keeps it constant.
     mu_dtype: dtype of ``mu``; None for the param's dtype.
     nu_dtype: dtype of ``nu`` and ``nu_max``; None for the rule above.
+    state_bits: None (default) for full-precision state; 8 to store ``mu``,
+      ``nu`` and ``nu_max`` of every real floating-point leaf of at least
+      256 elements as 8-bit codes with a float32 scale per block, about 3
+      bytes per parameter instead of 12 (see ``docs/memory.md``). The
+      stored ``nu_max`` is rounded towards +inf, so that, dequantized, it
+      never decreases and is never below ``nu``: the cap, and the
+      non-increasing step, survive. Read a quantized leaf with
+      :func:`amsgrad_optax.dequantize`. Smaller and complex leaves keep
+      ``mu_dtype`` / ``nu_dtype``.
+    block_size: the most elements per block with ``state_bits=8``, a
+      positive int. Blocks are tiles of the last two axes.
 
   Returns:
     An :class:`optax.GradientTransformation` whose state is a
@@ -311,11 +324,19 @@ def scale_by_amsgrad(
   conv = _conventions.get_convention(convention)
   _validation.check_range("b2", b2, low=0.0, high=1.0)
   mu_dtype, nu_dtype = _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype)
+  state_bits, block_size = _quantize.check_options(state_bits, block_size)
 
   divide = functools.partial(_divide, guard_zero=_may_divide_by_zero(eps, eps_root))
 
   def init_fn(params):
     count, mu, (nu, nu_max) = _init_moments(params, mu_dtype, nu_dtype, 2)
+    if state_bits is _quantize.TRACED:
+      raise TypeError(
+        "state_bits is traced: it sets the layout of the state that init builds. Under "
+        "optax.inject_hyperparams, list 'state_bits' and 'block_size' in static_args."
+      )
+    if state_bits is not None:
+      mu, nu, nu_max = _quantize.quantize_moments(params, mu, nu, nu_max, block_size)
     return ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
 
   def update_fn(updates, state, params=None):
@@ -330,8 +351,9 @@ def scale_by_amsgrad(
     scalars = _PerDtype()
     step_factor = jnp.sqrt(bc2) / bc1 if conv.nu_correction == "step" else None
 
-    def leaf(g, m, v, v_max):
+    def leaf(g, stored_m, stored_v, stored_v_max):
       g = jnp.asarray(g)
+      m, v, v_max = map(_quantize.dequantize, (stored_m, stored_v, stored_v_max))
       m = _first_moment(g, m, b1_t)
       v_dtype, wide = v.dtype, _wide(v.dtype)
       b2_ = scalars(_cast_hp, b2, wide)
@@ -354,7 +376,17 @@ def scale_by_amsgrad(
       den = den + scalars(_cast_hp, eps, den.dtype)
       dt = _promote(m_hat.dtype, den.dtype)
       u = _by_real(divide, _cast(m_hat, dt), den)
-      return _cast(u, g.dtype), m, _cast(v, v_dtype), _cast(v_max, v_dtype)
+      m, v, v_max = _quantize.store_moments(
+        stored_m,
+        stored_v,
+        stored_v_max,
+        m,
+        _cast(v, v_dtype),
+        _cast(v_max, v_dtype),
+        g=g,
+        count=count,
+      )
+      return _cast(u, g.dtype), m, v, v_max
 
     out = jax.tree.map(leaf, updates, state.mu, state.nu, state.nu_max)
     treedef = jax.tree.structure(updates)
