@@ -294,8 +294,10 @@ def test_inject_hyperparams():
     u, s = jax.jit(tx.update)(g, s, params)
     up, sp = plain.update(g, sp, params)
     # Injected, b2 is a float32 array, so 1 - b2 differs from the Python float's
-    # by 5e-5 (as for full-precision state).
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9), u, up)
+    # by 5e-5 (as for full-precision state), which can move a value onto the
+    # neighbouring code now and then.
+    for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(up), strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
   assert isinstance(s.inner_state[0].nu_max["w"], amsgrad_optax.QuantizedArray)
 
 
