@@ -10,6 +10,7 @@ that did not checkpoint, shard or skip.
 from __future__ import annotations
 
 import math
+import re
 
 import hypothesis.extra.numpy as hnp
 import jax
@@ -19,6 +20,8 @@ import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import amsgrad_optax
 from amsgrad_optax import _quantize
@@ -382,3 +385,144 @@ def test_block_size_changes_the_layout():
   state = amsgrad_optax.scale_by_amsgrad(state_bits=8, block_size=64).init(jnp.zeros(1024))
   assert state.nu_max.scale.shape == (1024 // 64,)
   assert math.prod(state.mu.codes.shape) == 1024
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _ckpt_params():
+  k1, k2 = jax.random.split(jax.random.key(3))
+  return {"w": jax.random.normal(k1, (16, 64)) * 0.3, "b": jax.random.normal(k2, (1, 64))}
+
+
+def _ckpt_step(tx):
+  @jax.jit
+  def step(params, state, i):
+    x = jax.random.normal(jax.random.fold_in(jax.random.key(4), i), (8, 16))
+    loss = lambda p: jnp.mean(jnp.tanh(x @ p["w"] + p["b"]) ** 2)  # noqa: E731
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    return optax.apply_updates(params, updates), state
+
+  return step
+
+
+def _orbax(tree, path):
+  ocp = pytest.importorskip("orbax.checkpoint")
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(path, tree)
+    ckptr.wait_until_finished()
+    return ckptr.restore(path)
+
+
+def _flax(tree, path):
+  del path
+  serialization = pytest.importorskip("flax.serialization")
+  return serialization.msgpack_restore(serialization.to_bytes(tree))
+
+
+@pytest.mark.parametrize("roundtrip", [_orbax, _flax], ids=["orbax", "flax_serialization"])
+def test_checkpoint_resume_is_bit_identical(roundtrip, tmp_path):
+  tx = amsgrad_optax.amsgrad(1e-2, state_bits=8, block_size=64)
+  step = _ckpt_step(tx)
+  p0 = _ckpt_params()
+  full_p, full_s = p0, tx.init(p0)
+  for i in range(12):
+    full_p, full_s = step(full_p, full_s, i)
+  p, s = p0, tx.init(p0)
+  for i in range(5):
+    p, s = step(p, s, i)
+  raw = roundtrip({"params": p, "opt_state": s}, tmp_path / "ckpt")
+  back = amsgrad_optax.restore_state({"params": p0, "opt_state": tx.init(p0)}, raw)
+  assert isinstance(back["opt_state"][0].nu_max["w"], amsgrad_optax.QuantizedArray)
+  p, s = back["params"], back["opt_state"]
+  for i in range(5, 12):
+    p, s = step(p, s, i)
+  for a, b in zip(jax.tree.leaves((p, s)), jax.tree.leaves((full_p, full_s)), strict=True):
+    assert np.asarray(a).dtype == np.asarray(b).dtype
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_checkpoint_of_the_other_precision_is_refused():
+  serialization = pytest.importorskip("flax.serialization")
+  p0 = _ckpt_params()
+  raw = serialization.msgpack_restore(serialization.to_bytes(amsgrad_optax.amsgrad(1e-2).init(p0)))
+  target = amsgrad_optax.amsgrad(1e-2, state_bits=8).init(p0)
+  with pytest.raises(ValueError, match="restored has no leaf at 0/mu/w/codes"):
+    amsgrad_optax.restore_state(target, raw)
+
+
+# ---------------------------------------------------------------- sharding
+
+_COLLECTIVE = re.compile(
+  r"\b(all-reduce|all-gather|reduce-scatter|collective-permute|all-to-all|"
+  r"collective-broadcast|ragged-all-to-all)(-start|-done)?\("
+)
+
+SHARDED = {
+  "1d": ((8,), ("x",), {"w": P("x", None), "v": P("x"), "b": P()}),
+  "2d": ((4, 2), ("x", "y"), {"w": P("x", "y"), "v": P("y"), "b": P()}),
+}
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices (conftest)")
+@pytest.mark.parametrize("mesh_name", sorted(SHARDED))
+def test_sharded_quantized_state_follows_the_params(mesh_name):
+  shape, names, specs = SHARDED[mesh_name]
+  mesh = jax.make_mesh(shape, names, axis_types=(AxisType.Explicit,) * len(names))
+  rng = np.random.default_rng(0)
+  host = {
+    "w": rng.normal(size=(64, 256)).astype(np.float32),
+    "v": rng.normal(size=(2048,)).astype(np.float32),
+    "b": rng.normal(size=(10,)).astype(np.float32),
+  }
+  params = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in host.items()}
+  tx = amsgrad_optax.amsgrad(1e-2, state_bits=8)
+
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  grads = jax.tree.map(lambda p: jnp.cos(3.0 * p) * 0.5, params)
+  with jax.set_mesh(mesh):
+    state = tx.init(params)
+    for k in ("w", "v"):
+      for field in ("mu", "nu", "nu_max"):
+        q = getattr(state[0], field)[k]
+        assert isinstance(q, amsgrad_optax.QuantizedArray)
+        assert q.codes.sharding.is_equivalent_to(params[k].sharding, params[k].ndim)
+        assert (
+          q.codes.addressable_shards[0].data.shape == params[k].addressable_shards[0].data.shape
+        )
+        assert not q.scale.sharding.is_fully_replicated
+    jitted = jax.jit(step, donate_argnums=(0, 1))
+    hlo = jitted.lower(params, state, grads).compile().as_text()
+    assert [m.group(0) for m in _COLLECTIVE.finditer(hlo)] == []
+    new_p, new_s = jitted(params, state, grads)
+    new_p, new_s = jitted(new_p, new_s, grads)
+
+  assert new_s[0].nu_max["w"].codes.sharding.is_equivalent_to(params["w"].sharding, 2)
+  if mesh_name != "1d":
+    # Blocks never straddle devices, so a (64, 256) leaf split 2-way along its
+    # rows of 256 has (2, 128) tiles here and (1, 256) on one device.
+    assert new_s[0].nu_max["w"].scale.shape == (32, 2)
+    return
+  # The same two steps on one device, with the same (1, 256) tiles, agree.
+  local = jax.device_put(host, jax.devices()[0])
+  one = jax.jit(step)
+  lp, ls = one(local, tx.init(local), jax.tree.map(lambda p: jnp.cos(3.0 * p) * 0.5, local))
+  lp, ls = one(lp, ls, jax.tree.map(lambda p: jnp.cos(3.0 * p) * 0.5, local))
+  _assert_mostly_close((new_p, new_s), (lp, ls), rtol=1e-6)
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices (conftest)")
+def test_zero1_state_sharding_splits_codes_and_scales_alike():
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Explicit,))
+  tx = amsgrad_optax.amsgrad(1e-2, state_bits=8)
+  params = {"w": jnp.ones((256, 10)), "v": jnp.ones(4096)}
+  with jax.set_mesh(mesh):
+    state = amsgrad_optax.shard_state(tx.init(params), mesh, "data")
+  w = state[0].nu_max["w"]
+  assert w.codes.sharding.spec == P("data", None) and w.scale.sharding.spec == P("data", None)
+  assert w.codes.addressable_shards[0].data.shape == (32, 10)
+  assert w.scale.addressable_shards[0].data.shape == (2, 1)  # (16, 10) tiles: 2 per device
+  assert state[0].mu["v"].scale.sharding.spec == P("data")
