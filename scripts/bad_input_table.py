@@ -134,6 +134,10 @@ CASES = (
   Case("skip_nonfinite", "not a transformation", "amsgrad_optax.skip_nonfinite(1e-3)"),
   Case("init_value", "negative", "amsgrad_optax.inverse_sqrt_schedule(-1.0)"),
   Case("b1", "1.0 for AdamNC", "amsgrad_optax.adamnc(1e-3, b1=1.0)"),
+  # 8-bit state
+  Case("state_bits", "4", "amsgrad(1e-3, state_bits=4)"),
+  Case("block_size", "zero", "amsgrad(1e-3, state_bits=8, block_size=0)"),
+  Case("block_size", "a float", "amsgrad(1e-3, state_bits=8, block_size=128.0)"),
 )
 
 
