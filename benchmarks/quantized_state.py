@@ -140,14 +140,14 @@ def quality_table(seeds, steps, block_size):
     for label, bits in (("float32", None), ("8-bit", 8)):
       rows = [train_mlp(sizes, bits, block_size, s, steps, data) for s in seeds]
       for s, (loss, acc) in zip(seeds, rows, strict=True):
-        print(f"| {name} | {label} | {s} | {loss:.4f} | {acc:.4f} |")
+        print(f"| {name} | {label} | {s} | {loss:.3e} | {acc:.4f} |")
       summary[name, label] = rows
   print("\n| model | state | train loss mean ± sd | test acc mean ± sd |")
   print("| --- | --- | ---: | ---: |")
   for (name, label), rows in summary.items():
     loss, acc = np.array(rows).T
     print(
-      f"| {name} | {label} | {loss.mean():.4f} ± {loss.std(ddof=1):.4f} | "
+      f"| {name} | {label} | {loss.mean():.3e} ± {loss.std(ddof=1):.1e} | "
       f"{acc.mean():.4f} ± {acc.std(ddof=1):.4f} |"
     )
 
@@ -164,13 +164,13 @@ def block_size_table(steps):
   print("| block_size | B/param 2^20 | B/param MLP | final train loss | test accuracy |")
   print("| ---: | ---: | ---: | ---: | ---: |")
   loss, acc = train_mlp(sizes, None, 256, 0, steps, data)
-  print(f"| float32 | 12.00 | 12.00 | {loss:.4f} | {acc:.4f} |")
+  print(f"| float32 | 12.00 | 12.00 | {loss:.3e} | {acc:.4f} |")
   for b in (32, 64, 128, 256, 512, 1024, 2048):
     tx = amsgrad_optax.amsgrad(LR, state_bits=8, block_size=b)
     loss, acc = train_mlp(sizes, 8, b, 0, steps, data)
     print(
       f"| {b} | {state_bytes(tx, big):.3f} | {state_bytes(tx, params):.3f} | "
-      f"{loss:.4f} | {acc:.4f} |"
+      f"{loss:.3e} | {acc:.4f} |"
     )
 
 
