@@ -101,8 +101,10 @@ def dequantize(x: Any) -> Any:
     >>> _, state = tx.update(jnp.full(1024, 2.0), state)
     >>> state.nu_max.codes.dtype, state.nu_max.scale.shape
     (dtype('uint8'), (4,))
-    >>> amsgrad_optax.dequantize(state.nu_max)[:2]  # (1 - 0.999) * 2**2
-    Array([0.004, 0.004], dtype=float32)
+    >>> amsgrad_optax.dequantize(state.nu_max)[:2]  # (1 - 0.999) * 2**2, rounded up
+    Array([0.00439453, 0.00439453], dtype=float32)
+    >>> float(2**-8 * (1 + 1 / 8))  # the grid point above 0.004 (3 fraction bits)
+    0.00439453125
   """
   if not is_quantized(x):
     return x
