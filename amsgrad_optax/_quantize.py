@@ -476,6 +476,10 @@ def store_moments(old_m, old_v, old_vmax, m, v, vmax, *, g, count):
   noise = noise_like(g, count)
   m = encode(m, old_m, mode="stochastic", noise=noise)
   vmax = encode(vmax, old_vmax, mode="ceil")
-  # Other bits for nu than for mu: the same bits would correlate their errors.
-  v = encode(v, old_v, mode="stochastic", scale=vmax.scale, noise=noise_like(g, ~count))
+  # Other bits of the same hash for nu than for mu (stochastic rounding reads
+  # the top 12): the same bits would correlate their errors.
+  rotated = jax.lax.shift_left(noise, jnp.uint32(16)) | jax.lax.shift_right_logical(
+    noise, jnp.uint32(16)
+  )
+  v = encode(v, old_v, mode="stochastic", scale=vmax.scale, noise=rotated)
   return m, v, vmax

@@ -9,6 +9,7 @@ that did not checkpoint, shard or skip.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -136,7 +137,7 @@ def test_small_and_complex_leaves_stay_full_precision():
   state = amsgrad_optax.scale_by_amsgrad(state_bits=8).init(params)
   assert state.mu["b"].dtype == jnp.float32 and state.mu["c"].dtype == jnp.complex64
   assert isinstance(state.nu_max["w"], amsgrad_optax.QuantizedArray)
-  u, state = amsgrad_optax.scale_by_amsgrad(state_bits=8).update(
+  u, state = jax.jit(amsgrad_optax.scale_by_amsgrad(state_bits=8).update)(
     {"b": jnp.ones(255), "c": jnp.ones(4096, jnp.complex64), "w": jnp.ones(256)}, state
   )
   assert u["c"].dtype == jnp.complex64
@@ -158,6 +159,13 @@ def test_block_tiles(shape, tile):
 # ---------------------------------------------------------------- the cap
 
 
+@functools.cache
+def _cap_update(convention, b2):
+  # One compile per (convention, b2), shared by the examples.
+  tx = amsgrad_optax.scale_by_amsgrad(b2=b2, convention=convention, state_bits=8, block_size=64)
+  return tx, jax.jit(tx.update)
+
+
 @settings(max_examples=20, deadline=None)
 @given(
   convention=st.sampled_from(amsgrad_optax.CONVENTIONS),
@@ -172,10 +180,9 @@ def test_the_cap_survives_quantization(convention, df, spikes, seed, b2):
   Spikes change a block's scale by up to 10**6 each way, which is where a
   re-encoding could lose the maximum.
   """
-  tx = amsgrad_optax.scale_by_amsgrad(b2=b2, convention=convention, state_bits=8, block_size=64)
+  tx, update = _cap_update(convention, b2)
   shape = (16, 64)
   state = tx.init(jnp.zeros(shape))
-  update = jax.jit(tx.update)
   rng = np.random.default_rng(seed)
   prev = np.zeros(shape, np.float32)
   for t, spike in enumerate(spikes):
@@ -219,8 +226,8 @@ def test_first_step_equals_full_precision(convention):
   g = _grads(params, 0)
   full = amsgrad_optax.scale_by_amsgrad(convention=convention)
   bits = amsgrad_optax.scale_by_amsgrad(convention=convention, state_bits=8)
-  u_full, _ = full.update(g, full.init(params))
-  u_bits, _ = bits.update(g, bits.init(params))
+  u_full, _ = jax.jit(full.update)(g, full.init(params))
+  u_bits, _ = jax.jit(bits.update)(g, bits.init(params))
   jax.tree.map(np.testing.assert_array_equal, u_bits, u_full)
 
 
