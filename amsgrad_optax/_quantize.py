@@ -79,8 +79,39 @@ class QuantizedArray(NamedTuple):
   scale: jax.Array
 
 
+def _rebuilt(x: Any) -> QuantizedArray | None:
+  """A QuantizedArray from a container that lost the type but kept the fields, or None.
+
+  Flax's ``nnx.Optimizer`` hands the state back with each NamedTuple turned
+  into an ``nnx.State`` mapping; ``{"codes": int8 or uint8, "scale": float32}``
+  is ours (params, being floating point, never have integer leaves).
+  """
+  keys = getattr(x, "keys", None)
+  if keys is None or isinstance(x, QuantizedArray):
+    return None
+  try:
+    if set(keys()) != {"codes", "scale"}:
+      return None
+    (codes,), (scale,) = jax.tree.leaves(x["codes"]), jax.tree.leaves(x["scale"])
+  except (TypeError, ValueError, KeyError):
+    return None
+  if getattr(codes, "dtype", None) not in (jnp.int8, jnp.uint8):
+    return None
+  if getattr(scale, "dtype", None) != jnp.float32 or codes.ndim != scale.ndim:
+    return None
+  return QuantizedArray(codes=codes, scale=scale)
+
+
 def is_quantized(x: Any) -> bool:
-  return isinstance(x, QuantizedArray)
+  return isinstance(x, QuantizedArray) or _rebuilt(x) is not None
+
+
+def as_quantized(x: Any) -> Any:
+  """``x`` as a QuantizedArray if it is one (or a container rebuilt from one), else ``x``."""
+  if isinstance(x, QuantizedArray):
+    return x
+  rebuilt = _rebuilt(x)
+  return x if rebuilt is None else rebuilt
 
 
 def dequantize(x: Any) -> Any:
@@ -108,6 +139,7 @@ def dequantize(x: Any) -> Any:
   """
   if not is_quantized(x):
     return x
+  x = as_quantized(x)
   # jax.tree.leaves unwraps containers around the arrays (Flax nnx Variables).
   (codes,), (scale,) = jax.tree.leaves(x.codes), jax.tree.leaves(x.scale)
   x = QuantizedArray(jnp.asarray(codes), jnp.asarray(scale))
@@ -125,7 +157,14 @@ def dequantize_tree(tree: Any) -> Any:
 
 def shapes_tree(tree: Any) -> Any:
   """Returns ``tree`` with each quantized leaf replaced by its codes (shaped like the param)."""
-  return jax.tree.map(lambda x: x.codes if is_quantized(x) else x, tree, is_leaf=is_quantized)
+  return jax.tree.map(
+    lambda x: as_quantized(x).codes if is_quantized(x) else x, tree, is_leaf=is_quantized
+  )
+
+
+def normalized(tree: Any) -> Any:
+  """Returns ``tree`` with every container rebuilt from a QuantizedArray made one again."""
+  return jax.tree.map(as_quantized, tree, is_leaf=is_quantized)
 
 
 # ---------------------------------------------------------------- layout
@@ -473,6 +512,7 @@ def store_moments(old_m, old_v, old_vmax, m, v, vmax, *, g, count):
   """
   if not is_quantized(old_vmax):
     return m, v, vmax
+  old_m, old_v, old_vmax = as_quantized(old_m), as_quantized(old_v), as_quantized(old_vmax)
   noise = noise_like(g, count)
   m = encode(m, old_m, mode="stochastic", noise=noise)
   vmax = encode(vmax, old_vmax, mode="ceil")

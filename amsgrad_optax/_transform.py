@@ -227,6 +227,8 @@ def _check_updates(updates, state, state_type):
 
 # ---------------------------------------------------------------- AMSGrad
 
+_MOMENTS = ("mu", "nu", "nu_max")
+
 
 def scale_by_amsgrad(
   b1: jax.typing.ArrayLike = 0.9,
@@ -342,6 +344,7 @@ def scale_by_amsgrad(
   def update_fn(updates, state, params=None):
     del params
     _check_updates(updates, state, ScaleByAmsgradState)
+    state = state._replace(**{f: _quantize.normalized(getattr(state, f)) for f in _MOMENTS})
     count = optax.safe_increment(state.count)
     b1_t = _decayed_b1(b1, b1_decay, count)
     bc1, bc2 = conv.bias_corrections(b1, b2, count, b1_decay=b1_decay)

@@ -533,3 +533,25 @@ def test_zero1_state_sharding_splits_codes_and_scales_alike():
   assert w.codes.addressable_shards[0].data.shape == (32, 10)
   assert w.scale.addressable_shards[0].data.shape == (2, 1)  # (16, 10) tiles: 2 per device
   assert state[0].mu["v"].scale.sharding.spec == P("data")
+
+
+def test_flax_nnx_optimizer_keeps_training_and_diagnosing():
+  """nnx.Optimizer hands the state back with each QuantizedArray turned into an nnx.State."""
+  nnx = pytest.importorskip("flax.nnx")
+  model = nnx.Linear(64, 256, rngs=nnx.Rngs(0))
+  opt = nnx.Optimizer(model, amsgrad_optax.amsgrad(1e-2, state_bits=8), wrt=nnx.Param)
+  x = jnp.linspace(-1.0, 1.0, 4 * 64).reshape(4, 64)
+
+  @nnx.jit
+  def step(model, opt):
+    grads = nnx.grad(lambda m: jnp.mean(m(x) ** 2))(model)
+    opt.update(model, grads)
+
+  before = np.asarray(model.kernel[...])
+  for _ in range(3):
+    step(model, opt)
+  assert not np.array_equal(np.asarray(model.kernel[...]), before)
+  nu_max = amsgrad_optax.dequantize(opt.opt_state[0].nu_max["kernel"])
+  assert nu_max.dtype == jnp.float32 and nu_max.shape == (64, 256)
+  d = amsgrad_optax.diagnostics(opt.opt_state, learning_rate=1e-2)
+  assert int(d["cap_active"]) > 0 and np.isfinite(float(d["step_max"]))
