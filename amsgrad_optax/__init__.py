@@ -15,6 +15,8 @@ from amsgrad_optax._conventions import CONVENTIONS as CONVENTIONS
 from amsgrad_optax._conventions import Convention as Convention
 from amsgrad_optax._conventions import get_convention as get_convention
 from amsgrad_optax._diagnostics import diagnostics as diagnostics
+from amsgrad_optax._quantize import QuantizedArray as QuantizedArray
+from amsgrad_optax._quantize import dequantize as dequantize
 from amsgrad_optax._robust import SkipNonfiniteState as SkipNonfiniteState
 from amsgrad_optax._robust import skip_nonfinite as skip_nonfinite
 from amsgrad_optax._schedules import inverse_sqrt_schedule as inverse_sqrt_schedule
@@ -31,6 +33,7 @@ __all__ = (
   "AmsgradConfig",
   "CONVENTIONS",
   "Convention",
+  "QuantizedArray",
   "ScaleByAdamncState",
   "ScaleByAmsgradState",
   "SkipNonfiniteState",
@@ -39,6 +42,7 @@ __all__ = (
   "amsgrad",
   "amsgrad_config",
   "check_state_values",
+  "dequantize",
   "diagnostics",
   "get_convention",
   "inverse_sqrt_schedule",

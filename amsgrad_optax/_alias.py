@@ -153,6 +153,8 @@ def amsgrad(
   mu_dtype: Any | None = None,
   nu_dtype: Any | None = None,
   skip_nonfinite: bool = False,
+  state_bits: int | None = None,
+  block_size: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Returns the AMSGrad optimizer, in any framework's convention.
 
@@ -199,6 +201,13 @@ def amsgrad(
       optimizer's). If False, such a step goes through: one NaN gradient
       makes ``nu_max``, and so every later update of that parameter, NaN
       for the rest of the run.
+    state_bits: None for full-precision state, or 8 for block-wise 8-bit
+      ``mu``, ``nu`` and ``nu_max`` (about 3 bytes per parameter), with
+      ``nu_max`` rounded up so that the cap holds; see
+      :func:`scale_by_amsgrad`.
+    block_size: the most elements per quantization block, with
+      ``state_bits=8``; None (default) for 256. (None, so that
+      ``optax.inject_hyperparams`` does not inject it.)
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -235,6 +244,8 @@ def amsgrad(
     b1_decay=b1_decay,
     mu_dtype=mu_dtype,
     nu_dtype=nu_dtype,
+    state_bits=state_bits,
+    block_size=block_size,
   )
   tx = _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask, skip_nonfinite)
   # For diagnostics and checkpoints: the state alone does not say what it belongs to.

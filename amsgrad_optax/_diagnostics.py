@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from amsgrad_optax import _config, _conventions, _transform, _validation
+from amsgrad_optax import _config, _conventions, _quantize, _transform, _validation
 
 _STATE_CLASSES = (_transform.ScaleByAmsgradState, optax.ScaleByAmsgradState)
 _INJECT_CLASSES = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
@@ -55,7 +55,8 @@ def _find_state(state: Any) -> tuple[Any, tuple]:
 
 def _leaves(tree: Any) -> list[jax.Array]:
   # Flax nnx wraps state leaves in Variables; flattening unwraps them.
-  return [jnp.asarray(x) for x in jax.tree.leaves(tree)]
+  # 8-bit leaves (state_bits=8) are read as the float32 values they encode.
+  return [jnp.asarray(x) for x in jax.tree.leaves(_quantize.dequantize_tree(tree))]
 
 
 def _f32(x: jax.typing.ArrayLike) -> jax.Array:

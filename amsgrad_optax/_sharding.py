@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from amsgrad_optax import _quantize
 
 
 def state_sharding(state: Any, mesh: Mesh, axis: str = "data") -> Any:
@@ -56,6 +59,17 @@ def state_sharding(state: Any, mesh: Mesh, axis: str = "data") -> Any:
     raise ValueError(f"axis must be one of the mesh's axes {mesh.axis_names}, got {axis!r}")
   size = mesh.shape[axis]
 
+  def quantized(q):
+    # The scales are split along the axes the codes are, so that each device
+    # keeps whole blocks; if a split leaves partial blocks, neither is split.
+    codes = leaf(q.codes)
+    spec = tuple(codes.spec) + (None,) * (q.scale.ndim - len(codes.spec))
+    for entry, n in zip(spec, jnp.shape(q.scale), strict=True):
+      if entry is not None and n % math.prod(mesh.shape[a] for a in _names(entry)):
+        replicated = NamedSharding(mesh, PartitionSpec())
+        return type(q)(codes=replicated, scale=replicated)
+    return type(q)(codes=codes, scale=NamedSharding(mesh, PartitionSpec(*spec)))
+
   def leaf(x):
     shape = jnp.shape(x)
     spec = [None] * len(shape)
@@ -70,7 +84,10 @@ def state_sharding(state: Any, mesh: Mesh, axis: str = "data") -> Any:
           break
     return NamedSharding(mesh, PartitionSpec(*spec))
 
-  return jax.tree.map(leaf, state)
+  def any_leaf(x):
+    return quantized(x) if _quantize.is_quantized(x) else leaf(x)
+
+  return jax.tree.map(any_leaf, state, is_leaf=_quantize.is_quantized)
 
 
 def shard_state(state: Any, mesh: Mesh, axis: str = "data") -> Any:

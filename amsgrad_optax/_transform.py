@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from amsgrad_optax import _config, _conventions, _validation
+from amsgrad_optax import _config, _conventions, _quantize, _validation
 
 
 class ScaleByAmsgradState(NamedTuple):
@@ -332,12 +332,14 @@ def _split_complex(leaf_fn, g, *moments):
 
 def _check_updates(updates, state, state_type):
   _validation.check_state(state, state_type._fields, state_type.__name__)
-  _validation.check_same_structure(updates, state.mu, "state.mu")
+  _validation.check_same_structure(updates, _quantize.shapes_tree(state.mu), "state.mu")
   _validation.check_float_tree(updates, "updates")
   _validation.check_no_complex_into_real(updates, state.mu)
 
 
 # ---------------------------------------------------------------- AMSGrad
+
+_MOMENTS = ("mu", "nu", "nu_max")
 
 
 def scale_by_amsgrad(
@@ -350,6 +352,8 @@ def scale_by_amsgrad(
   b1_decay: jax.typing.ArrayLike | None = None,
   mu_dtype: Any | None = None,
   nu_dtype: Any | None = None,
+  state_bits: int | None = None,
+  block_size: int | None = None,
   _nu_max_factor: Any = None,
 ) -> optax.GradientTransformation:
   r"""Returns a transformation that rescales updates by AMSGrad.
@@ -416,6 +420,18 @@ def scale_by_amsgrad(
     mu_dtype: dtype of ``mu``; None for the param's dtype (float32 for float16
       params).
     nu_dtype: dtype of ``nu`` and ``nu_max``; None for the rule above.
+    state_bits: None (default) for full-precision state; 8 to store ``mu``,
+      ``nu`` and ``nu_max`` of every real floating-point leaf of at least
+      256 elements as 8-bit codes with a float32 scale per block, about 3
+      bytes per parameter instead of 12 (see ``docs/memory.md``). The
+      stored ``nu_max`` is rounded towards +inf, so that, dequantized, it
+      never decreases and is never below ``nu``: the cap, and the
+      non-increasing step, survive. Read a quantized leaf with
+      :func:`amsgrad_optax.dequantize`. Smaller and complex leaves keep
+      ``mu_dtype`` / ``nu_dtype``.
+    block_size: the most elements per block with ``state_bits=8``, a
+      positive int; None (default) for 256. Blocks are tiles of the last two
+      axes.
     _nu_max_factor: private, for :func:`amsgrad_optax.scale_by_adamx`: a
       function of the step count returning a scalar that multiplies
       :math:`\hat v_{t-1}` before the maximum; None for none.
@@ -448,6 +464,9 @@ def scale_by_amsgrad(
   _validation.check_below_one_in("b2", b2, _conventions.default_float_dtype())
   mu_dtype, nu_dtype = _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype)
   hyperparams = {"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}
+  if block_size is None:
+    block_size = _quantize.DEFAULT_BLOCK_SIZE
+  state_bits, block_size = _quantize.check_options(state_bits, block_size)
 
   divide = functools.partial(_divide, guard_zero=_may_divide_by_zero(eps, eps_root))
 
@@ -455,11 +474,19 @@ def scale_by_amsgrad(
 
   def init_fn(params):
     count, mu, (nu, nu_max) = _init_moments(params, mu_dtype, nu_dtype, 2, complex_nu)
+    if state_bits is _quantize.TRACED:
+      raise TypeError(
+        "state_bits is traced: it sets the layout of the state that init builds. Under "
+        "optax.inject_hyperparams, list 'state_bits' and 'block_size' in static_args."
+      )
+    if state_bits is not None:
+      mu, nu, nu_max = _quantize.quantize_moments(params, mu, nu, nu_max, block_size)
     return ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
 
   def update_fn(updates, state, params=None):
     del params
     _check_updates(updates, state, ScaleByAmsgradState)
+    state = state._replace(**{f: _quantize.normalized(getattr(state, f)) for f in _MOMENTS})
     count = optax.safe_increment(state.count)
     b1_t = _decayed_b1(b1, b1_decay, count)
     bc1, bc2 = conv.bias_corrections(b1, b2, count, b1_decay=b1_decay)
@@ -473,8 +500,9 @@ def scale_by_amsgrad(
 
     complex_arith = conv.complex_mode == "complex"
 
-    def real_leaf(g, m, v, v_max):
+    def real_leaf(g, stored_m, stored_v, stored_v_max):
       """The step for one leaf: real, or complex under "complex"/"abs_sq"."""
+      m, v, v_max = map(_quantize.dequantize, (stored_m, stored_v, stored_v_max))
       m = _first_moment(g, m, b1_t)
       v_dtype, wide = v.dtype, _wide(v.dtype)
       check_in(wide)
@@ -505,7 +533,17 @@ def scale_by_amsgrad(
         u = divide(_cast(m_hat, dt), den)
       else:
         u = _by_real(divide, _cast(m_hat, dt), den)
-      return _cast(u, g.dtype), m, _cast(v, v_dtype), _cast(v_max, v_dtype)
+      m, v, v_max = _quantize.store_moments(
+        stored_m,
+        stored_v,
+        stored_v_max,
+        m,
+        _cast(v, v_dtype),
+        _cast(v_max, v_dtype),
+        g=g,
+        count=count,
+      )
+      return _cast(u, g.dtype), m, v, v_max
 
     def leaf(g, m, v, v_max):
       g = jnp.asarray(g)

@@ -114,8 +114,8 @@ class JaxRunner:
     return time.perf_counter() - start
 
 
-_SHAPE = re.compile(r"(pred|s32|u32|f16|bf16|f32|f64)\[([\d,]*)\]")
-_BYTES = {"pred": 1, "s32": 4, "u32": 4, "f16": 2, "bf16": 2, "f32": 4, "f64": 8}
+_SHAPE = re.compile(r"(pred|s8|u8|s32|u32|f16|bf16|f32|f64)\[([\d,]*)\]")
+_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s32": 4, "u32": 4, "f16": 2, "bf16": 2, "f32": 4, "f64": 8}
 
 
 def _nbytes(shape_text: str) -> int:

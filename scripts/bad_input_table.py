@@ -189,6 +189,10 @@ CASES = (
     "a state whose nu_max is below nu",
     "amsgrad_optax.check_state_values(state[0]._replace(nu=grads))",
   ),
+  # 8-bit state
+  Case("state_bits", "4", "amsgrad(1e-3, state_bits=4)"),
+  Case("block_size", "zero", "amsgrad(1e-3, state_bits=8, block_size=0)"),
+  Case("block_size", "a float", "amsgrad(1e-3, state_bits=8, block_size=128.0)"),
 )
 
 
