@@ -15,11 +15,11 @@ def _nu_max_factor(b1: jax.typing.ArrayLike, b1_decay: jax.typing.ArrayLike):
   """Returns ``count -> ((1 - b1_t) / (1 - b1_{t-1}))**2``, and 1 at the first step."""
 
   def factor(count: jax.Array) -> jax.Array:
-    b1_t = _transform._decayed_b1(b1, b1_decay, count)
+    _, one_minus_now = _transform._decayed_b1(b1, b1_decay, count)
     # At t = 1 there is no b1_0; nu_max is still 0 there, and a factor of 1
     # (b1_prev = b1_t) leaves it so.
-    b1_prev = _transform._decayed_b1(b1, b1_decay, jnp.maximum(count - 1, 1))
-    return ((1 - b1_t) / (1 - b1_prev)) ** 2
+    _, one_minus_prev = _transform._decayed_b1(b1, b1_decay, jnp.maximum(count - 1, 1))
+    return (one_minus_now / one_minus_prev) ** 2
 
   return factor
 

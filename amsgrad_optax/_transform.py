@@ -194,11 +194,18 @@ def _check_hyperparams(hyperparams: dict[str, Any], dtype) -> None:
 
 
 def _decayed_b1(b1, b1_decay, count):
-  """Returns b1_t = b1 * b1_decay**(t-1) for the step ``count`` (t >= 1)."""
-  if b1_decay is None or (isinstance(b1_decay, (int, float)) and b1_decay == 1):
-    return b1
+  """Returns ``(b1_t, 1 - b1_t)``, b1_t = b1 * b1_decay**(t-1), for the step ``count`` (t >= 1).
+
+  ``1 - b1_t`` comes with it so that a constant Python ``b1`` keeps ``1 - b1``
+  formed in double precision, and a traced ``b1_decay`` equal to 1 (under
+  ``optax.inject_hyperparams``) gives those same values, bit for bit.
+  """
+  if _conventions._is_concrete_one(b1_decay):
+    return b1, 1 - b1
   decay = _conventions.as_float(b1_decay)
-  return b1 * jnp.power(decay, jnp.asarray(count - 1).astype(decay.dtype))
+  b1_t = b1 * jnp.power(decay, jnp.asarray(count - 1).astype(decay.dtype))
+  is_one = decay == 1
+  return jnp.where(is_one, b1, b1_t), jnp.where(is_one, 1 - b1, 1 - b1_t)
 
 
 def _wide(*dtypes) -> jnp.dtype:
@@ -215,10 +222,11 @@ def _wide(*dtypes) -> jnp.dtype:
   return out
 
 
-def _first_moment(g, m, b1):
+def _first_moment(g, m, rates):
+  """``(1 - b1_t) g + b1_t m`` for ``rates = (b1_t, 1 - b1_t)``, in the wide dtype."""
   dt = _wide(g.dtype, m.dtype)
-  b1 = _cast_hp(b1, dt)
-  return (1 - b1) * _cast(g, dt) + b1 * _cast(m, dt)
+  b1, one_minus_b1 = (_cast_hp(r, dt) for r in rates)
+  return one_minus_b1 * _cast(g, dt) + b1 * _cast(m, dt)
 
 
 def _abs_sq(g, dtype, conj_form: bool = False):
@@ -488,7 +496,7 @@ def scale_by_amsgrad(
     _check_updates(updates, state, ScaleByAmsgradState)
     state = state._replace(**{f: _quantize.normalized(getattr(state, f)) for f in _MOMENTS})
     count = optax.safe_increment(state.count)
-    b1_t = _decayed_b1(b1, b1_decay, count)
+    b1_rates = _decayed_b1(b1, b1_decay, count)
     bc1, bc2 = conv.bias_corrections(b1, b2, count, b1_decay=b1_decay)
 
     # The step's scalar factors, built once per dtype rather than once per leaf:
@@ -503,7 +511,7 @@ def scale_by_amsgrad(
     def real_leaf(g, stored_m, stored_v, stored_v_max):
       """The step for one leaf: real, or complex under "complex"/"abs_sq"."""
       m, v, v_max = map(_quantize.dequantize, (stored_m, stored_v, stored_v_max))
-      m = _first_moment(g, m, b1_t)
+      m = _first_moment(g, m, b1_rates)
       v_dtype, wide = v.dtype, _wide(v.dtype)
       check_in(wide)
       real_wide = _real_dtype(wide)
@@ -511,7 +519,7 @@ def scale_by_amsgrad(
       g_sq = scalars(_one_minus, b2_, real_wide) * _abs_sq(g, real_wide, conj_form=complex_arith)
       v = _cast(g_sq, wide) + _mul_hp(b2_, _cast(v, wide))
       if nu_max_factor is not None:  # AdamX rescales the old maximum first
-        v_max = _mul_hp(scalars(_cast, nu_max_factor, real_wide), _cast(v_max, wide))
+        v_max = _mul_hp(scalars(_cast_hp, nu_max_factor, real_wide), _cast(v_max, wide))
       if conv.nu_correction == "max":
         v_max = jnp.maximum(_cast(v_max, wide), _by_real(jnp.divide, v, bc2, complex_arith))
       else:
@@ -637,13 +645,13 @@ def scale_by_adamnc(
     del params
     _check_updates(updates, state, ScaleByAdamncState)
     count = optax.safe_increment(state.count)
-    b1_t = _decayed_b1(b1, b1_decay, count)
+    b1_rates = _decayed_b1(b1, b1_decay, count)
 
     scalars = _PerDtype()
 
     def leaf(g, m, v):
       g = jnp.asarray(g)
-      m = _first_moment(g, m, b1_t)
+      m = _first_moment(g, m, b1_rates)
       # The running mean in at least float32: 1/t rounds badly in bf16.
       v_dtype, wide = v.dtype, _wide(v.dtype)
       scalars(_check_hyperparams, hyperparams, wide)

@@ -354,8 +354,8 @@ def test_diagnostics_read_the_dequantized_state():
     nu=jax.tree.map(deq, inner.nu, is_leaf=_quantize.is_quantized),
     nu_max=jax.tree.map(deq, inner.nu_max, is_leaf=_quantize.is_quantized),
   )
-  got = amsgrad_optax.diagnostics(state, **kw)
-  want = amsgrad_optax.diagnostics(plain, **kw)
+  got = amsgrad_optax.diagnostics(state, tx)
+  want = amsgrad_optax.diagnostics(plain, tx)
   assert got.keys() == want.keys()
   for k in got:
     np.testing.assert_array_equal(got[k], want[k], err_msg=k)
@@ -539,7 +539,8 @@ def test_flax_nnx_optimizer_keeps_training_and_diagnosing():
   """nnx.Optimizer hands the state back with each QuantizedArray turned into an nnx.State."""
   nnx = pytest.importorskip("flax.nnx")
   model = nnx.Linear(64, 256, rngs=nnx.Rngs(0))
-  opt = nnx.Optimizer(model, amsgrad_optax.amsgrad(1e-2, state_bits=8), wrt=nnx.Param)
+  tx = amsgrad_optax.amsgrad(1e-2, state_bits=8)
+  opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
   x = jnp.linspace(-1.0, 1.0, 4 * 64).reshape(4, 64)
 
   @nnx.jit
@@ -553,5 +554,5 @@ def test_flax_nnx_optimizer_keeps_training_and_diagnosing():
   assert not np.array_equal(np.asarray(model.kernel[...]), before)
   nu_max = amsgrad_optax.dequantize(opt.opt_state[0].nu_max["kernel"])
   assert nu_max.dtype == jnp.float32 and nu_max.shape == (64, 256)
-  d = amsgrad_optax.diagnostics(opt.opt_state, learning_rate=1e-2)
+  d = amsgrad_optax.diagnostics(opt.opt_state, tx)
   assert int(d["cap_active"]) > 0 and np.isfinite(float(d["step_max"]))
