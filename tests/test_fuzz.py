@@ -362,7 +362,12 @@ def _optax_target(data, x64, dtypes=None, ordinary=False):
     with _standard():
       want, _ = _run_ours(_optax_reference(hp, eps_root), template, specs, params, grads, x64=x64)
   for i, (a, b) in enumerate(zip(got, want, strict=True)):
-    np.testing.assert_array_equal(a, b, err_msg=f"leaf {i}")
+    # The one documented departure: with eps = eps_root = 0 a coordinate whose gradients have
+    # all been 0 takes a zero step where optax takes 0/0 = NaN (coordinates are independent).
+    nan = (
+      np.isnan(b) & ~np.isnan(a) if hp["eps"] == 0 and eps_root == 0 else np.zeros(b.shape, bool)
+    )
+    np.testing.assert_array_equal(a[~nan], b[~nan], err_msg=f"leaf {i}")
 
 
 # ---------------------------------------------------------------- float64 NumPy loop
@@ -536,10 +541,15 @@ def test_inject_hyperparams_with_defaults_is_the_plain_optimizer(data):
     )
     p = _tree(template, specs, params)
     assert jax.tree.structure(injected.init(p).inner_state) == jax.tree.structure(plain.init(p))
-    got, _ = _run_ours(injected, template, specs, params, grads)
-  want, _ = _run_ours(plain, template, specs, params, grads)
-  for a, b in zip(got, want, strict=True):
-    np.testing.assert_array_equal(a, b)
+    # Updates, not params: apply_updates often rounds an ulp of difference away.
+    got = _updates(injected, template, specs, grads)
+    refs = [plain]
+    if convention == "optax":
+      refs.append(optax.inject_hyperparams(optax.amsgrad)(lr))
+    wants = [_updates(r, template, specs, grads) for r in refs]
+  for want in wants:
+    for a, b in zip(got, want, strict=True):
+      np.testing.assert_array_equal(a, b)
 
 
 @fuzz(6)
