@@ -255,3 +255,30 @@ def test_complex_gradient_on_real_params_raises(convention):
   params = jnp.ones(3)
   with pytest.raises(TypeError, match="complex"):
     tx.update(jnp.full(3, 1 + 1j, jnp.complex64), tx.init(params), params)
+
+
+# ---------------------------------------------------------------- found on main after the fixes
+
+
+@pytest.mark.standard_promotion
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_injected_b1_decay_of_one_is_bit_equal_for_single_element_params(convention):
+  """Injecting b1_decay=1.0 must change no bit, also for a leaf of one element.
+
+  Found by: test_fuzz.py::test_inject_hyperparams_with_defaults_is_the_plain_optimizer, run
+  against main at c709217 (where b1_decay defaults to None and an injected 1.0 is traced): for a
+  param of shape () or (1,) 9 to 12 of these 20 jitted updates differ by an ulp, in every
+  convention; shapes (4,) and (64,) agree. Passes on the code before c709217 (both calls then
+  inject b1_decay).
+  """
+  inject = optax.inject_hyperparams(amsgrad_optax.amsgrad)
+  grads = np.random.default_rng(0).normal(size=(20, 1)).astype(np.float32)
+  params = jnp.zeros(1)
+  runs = []
+  for tx in (inject(0.1, convention=convention), inject(0.1, convention=convention, b1_decay=1.0)):
+    state, update, updates = tx.init(params), jax.jit(tx.update), []
+    for g in grads:
+      u, state = update(jnp.asarray(g), state, params)
+      updates.append(np.asarray(u))
+    runs.append(np.stack(updates))
+  np.testing.assert_array_equal(runs[0], runs[1])
