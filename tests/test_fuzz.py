@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import HealthCheck, assume, given, note, settings
+from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 
 import amsgrad_optax
@@ -51,6 +51,7 @@ KNOWN_OPEN = frozenset(
     "nonfinite-meta-gradient",  # item 3: d/d lr through a skipped NaN step is NaN
     "zero-history-meta-gradient",  # item 3: NaN through sqrt(0) where a gradient was always 0
     "float16-mu",  # item 5: float16 params keep mu in float16
+    "rate-overflows-dtype",  # item 1: a learning rate that is inf in the params' dtype: NaN
     "complex-pytorch",  # item 6: complex params under "pytorch" do not follow torch
     "complex-optax",  # item 6: complex params under "optax" are not bit-equal to optax
     "inject-hyperparams-defaults",  # item 7: inject_hyperparams changes the optimizer
@@ -94,9 +95,13 @@ def problems(
   With ``nonempty``, the tree has at least one leaf of one of ``dtypes`` with elements.
   """
   template = draw(C.trees(dtypes, python_floats=python_floats, max_leaves=max_leaves))
+  if nonempty:  # one more leaf, with elements, of one of dtypes, beside the drawn tree
+    shape = draw(st.lists(st.integers(1, 4), max_size=2).map(tuple))
+    leaf = C.Spec(shape, dtypes[0])
+    template = draw(
+      st.sampled_from([[template, leaf], (leaf, template), {"w": leaf, "x": template}])
+    )
   specs = C.specs(template)
-  if nonempty:
-    assume(any(s.dtype in dtypes and math.prod(s.shape) > 0 for s in specs))
   t = draw(st.integers(*steps))
   seed = draw(st.integers(0, 2**32 - 1))
   g_exp = draw(st.integers(-4, 3))
@@ -150,6 +155,7 @@ def _expect_invalid_raises(make, invalid="rounds"):
   """An invalid hyperparameter must be refused at construction, with a clear error."""
   if invalid == "rounds":
     assume("beta-rounds-to-one" not in KNOWN_OPEN)
+  event(f"invalid beta ({invalid}): must raise")
   with pytest.raises(ValueError, match=r"b[12]"):
     make()
 
@@ -176,6 +182,7 @@ def _ours_or_refused(run):
     else:
       assert rounded == 1.0, f"{name}={value} does not round to 1 in {dtype}: {e}"
     note(f"refused: {e}")
+    event(f"refused: {name} {what} in {dtype}")
     return None
 
 
@@ -208,6 +215,7 @@ def _assert_close(got, want, rtol, what=""):
   Relative to each value and to the leaf's largest value over the run (a param can pass through
   zero); and wherever the reference is finite and well inside the range, ours is finite.
   """
+  compared = 0
   for i, (a, b) in enumerate(zip(got, want, strict=True)):
     big = float(jnp.finfo(np.asarray(a).dtype).max) / 8
     a = np.asarray(a, np.complex128 if np.iscomplexobj(a) else np.float64)
@@ -226,6 +234,10 @@ def _assert_close(got, want, rtol, what=""):
     np.testing.assert_allclose(
       a, b, rtol=rtol, atol=rtol * scale + 1e-300, err_msg=f"{what} leaf {i}"
     )
+    compared += a.size
+  event(
+    "compared values" if compared else "nothing to compare (empty, or not finite in the reference)"
+  )
 
 
 RTOL = {"float32": 1e-4, "complex64": 1e-4, "float64": 1e-10, "complex128": 1e-10}
@@ -247,9 +259,9 @@ def _draw_hp(data, arith, convention, ordinary):
 
 
 def _torch_target(data, x64, dtypes=None, ordinary=False):
-  kw = dict(python_floats=False, nonempty=True) if dtypes else dict(python_floats=not x64)
+  kw = dict(python_floats=False) if dtypes else dict(python_floats=not x64)
   dtypes = dtypes or (C.X64 if x64 else C.REAL + C.COMPLEX)
-  template, specs, grads, rng = data.draw(problems(dtypes, x64=x64, **kw))
+  template, specs, grads, rng = data.draw(problems(dtypes, x64=x64, nonempty=True, **kw))
   arith = jnp.float64 if x64 else jnp.float32
   hp, invalid = _draw_hp(data, arith, "pytorch", ordinary)
   with _x64(x64):
@@ -272,6 +284,9 @@ def _torch_target(data, x64, dtypes=None, ordinary=False):
       weight_decay=hp["wd"],
       decoupled=hp["decoupled"],
     )
+    if want is None:
+      event("torch refused to step (its step size overflows float32)")
+      return
     got = _ours_or_refused(
       lambda: _run_ours(_construct(hp, "pytorch"), template, specs, params, grads, x64=x64)[0]
     )
@@ -303,7 +318,9 @@ def test_keras_matches_live_keras(data):
   keras = pytest.importorskip("keras")
   if keras.backend.backend() != "jax":
     pytest.skip("Keras must run on its JAX backend")
-  template, specs, grads, rng = data.draw(problems(C.REAL, python_floats=False, max_leaves=3))
+  template, specs, grads, rng = data.draw(
+    problems(C.REAL, python_floats=False, max_leaves=3, nonempty=True)
+  )
   hp, invalid = _hp(data.draw, jnp.float32, "keras")
   hp["decoupled"] = True  # Keras has decoupled weight decay only
   if invalid:
@@ -430,7 +447,9 @@ LOW_RTOL = {"float16": 2e-2, "bfloat16": 6e-2}
 def test_every_convention_and_adamnc_match_numpy(data):
   x64 = data.draw(st.booleans())
   dtypes = (jnp.float64,) if x64 else C.REAL + C.LOW
-  template, specs, grads, rng = data.draw(problems(dtypes, x64=x64, python_floats=not x64))
+  template, specs, grads, rng = data.draw(
+    problems(dtypes, x64=x64, python_floats=not x64, nonempty=True)
+  )
   arith = jnp.float64 if x64 else jnp.float32
   which = data.draw(st.sampled_from((*CONVENTIONS, "adamnc")))
   hp, invalid = _hp(data.draw, arith, which, weight_decay=False)
@@ -440,6 +459,15 @@ def test_every_convention_and_adamnc_match_numpy(data):
   if any(C.leaf_dtype(s) == jnp.float16 for s in specs):
     assume(all(np.abs(g).max(initial=0) < 1e3 for g in grads))
   note(f"b1_decay={b1_decay} eps_root={eps_root}")
+  if hp["eps"] >= 1e30 and hp["lr"] >= 1e30:
+    # The direction m / eps underflows float32 (XLA flushes subnormals to 0) before the huge
+    # learning rate scales it back: a zero step where float64 has a finite one. Inherent to
+    # optax's two-stage chain (scale_by_*, then scale_by_learning_rate); see
+    # docs/silent_failures.md. Not compared.
+    event("eps and learning rate both huge: not compared")
+    return
+  if any(hp["lr"] > float(jnp.finfo(C.leaf_dtype(s)).max) for s in specs):
+    assume("rate-overflows-dtype" not in KNOWN_OPEN)
   with _x64(x64):
     if which == "adamnc":
       make = lambda: amsgrad_optax.adamnc(  # noqa: E731
@@ -637,7 +665,7 @@ def test_jit_equals_eager(data):
   hp, invalid = _hp(data.draw, jnp.float32, convention)
   assume(not invalid)
   # eps huge or lr near overflow: the updates underflow or overflow, and then ulps are moot.
-  assume(hp["lr"] < 1e6 and hp["eps"] < 1e6)
+  hp["lr"], hp["eps"] = min(hp["lr"], 1.0), min(hp["eps"], 1.0)
   name = data.draw(st.sampled_from(WRAPPERS))
   if name == "inject":
     assume("inject-hyperparams-defaults" not in KNOWN_OPEN)

@@ -124,18 +124,29 @@ def rounds_to_one(x: float, dtype) -> bool:
 
 
 def betas(arith_dtype):
-  """A beta and the region it came from."""
+  """A beta and the region it came from.
+
+  Regions: "ordinary" (twice the weight of the others), "decimal" (the values users type, not
+  representable in float32), "near-zero", "ulps-below-one" (valid) and, for a float32
+  arithmetic dtype, "rounds-to-one" (a float64 value strictly between the largest float32
+  below 1 and 1, which the library must refuse). In float64 no Python float rounds to 1.
+  """
   e = ulp_below_one(arith_dtype)
   tiny = float(np.finfo(np.dtype(arith_dtype)).smallest_subnormal)
   as_dt = lambda x: float(np.asarray(x, np.dtype(arith_dtype)))  # noqa: E731
-  return st.one_of(
-    st.floats(0.0, 0.999).map(as_dt).map(lambda b: ("ordinary", b)),
+  ordinary = st.floats(0.0, 0.999).map(as_dt).map(lambda b: ("ordinary", b))
+  regions = [
+    ordinary,
+    ordinary,
+    st.sampled_from([0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999]).map(
+      lambda b: ("decimal", b)
+    ),
     st.sampled_from([0.0, tiny, 2 * tiny, 1e-30]).map(lambda b: ("near-zero", as_dt(b))),
     st.integers(1, 8).map(lambda k: ("ulps-below-one", 1.0 - k * e)),
-    # Strictly inside (1 - e/2, 1): rounds to 1 in the arithmetic dtype, valid in float64
-    # (where np.float64 allows, i.e. for a float32 arithmetic dtype).
-    st.sampled_from([0.25, 0.4, 0.49]).map(lambda f: ("rounds-to-one", 1.0 - f * e)),
-  )
+  ]
+  if np.dtype(arith_dtype) != np.float64:
+    regions.append(st.sampled_from([0.25, 0.4, 0.49]).map(lambda f: ("rounds-to-one", 1.0 - f * e)))
+  return st.one_of(*regions)
 
 
 def eps_values(arith_dtype):

@@ -11,7 +11,10 @@ import numpy as np
 
 
 def torch_run(params, grads, dtypes, *, lr, b1, b2, eps, weight_decay, decoupled):
-  """``torch.optim.Adam/AdamW(amsgrad=True)``, single-tensor path, on CPU."""
+  """``torch.optim.Adam/AdamW(amsgrad=True)``, single-tensor path, on CPU.
+
+  Returns None where torch itself refuses to step (its step size overflows float32).
+  """
   import torch
 
   if not params:
@@ -35,7 +38,12 @@ def torch_run(params, grads, dtypes, *, lr, b1, b2, eps, weight_decay, decoupled
   for t in range(steps):
     for p, g, dt in zip(tensors, grads, dtypes, strict=True):
       p.grad = torch.tensor(np.asarray(g[t], dt))
-    opt.step()
+    try:
+      opt.step()
+    except RuntimeError as e:
+      if "overflow" not in str(e):
+        raise
+      return None  # torch refuses: lr / (1 - b1**t) overflows float32; no reference here
     for o, p in zip(out, tensors, strict=True):
       o[t] = p.detach().numpy()
   return out
