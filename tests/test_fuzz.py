@@ -218,6 +218,8 @@ def _assert_close(got, want, rtol, what=""):
   compared = 0
   for i, (a, b) in enumerate(zip(got, want, strict=True)):
     big = float(jnp.finfo(np.asarray(a).dtype).max) / 8
+    # Below the smallest normal number XLA flushes to zero: the dtype cannot say more there.
+    tiny = 2 * float(jnp.finfo(np.asarray(a).dtype).tiny)
     a = np.asarray(a, np.complex128 if np.iscomplexobj(a) else np.float64)
     b = np.asarray(b, np.complex128 if np.iscomplexobj(b) else np.float64)
     assert a.shape == b.shape, (what, i, a.shape, b.shape)
@@ -232,7 +234,7 @@ def _assert_close(got, want, rtol, what=""):
     assert np.isfinite(a).all(), f"{what} leaf {i}: not finite where the reference is: {a} vs {b}"
     scale = float(np.abs(b).max())
     np.testing.assert_allclose(
-      a, b, rtol=rtol, atol=rtol * scale + 1e-300, err_msg=f"{what} leaf {i}"
+      a, b, rtol=rtol, atol=rtol * scale + tiny, err_msg=f"{what} leaf {i}"
     )
     compared += a.size
   event(
@@ -495,7 +497,13 @@ def test_every_convention_and_adamnc_match_numpy(data):
     dt = str(C.leaf_dtype(s, x64))
     rtol = LOW_RTOL.get(dt, RTOL.get(dt))
     if dt == "float32":
-      rtol = 2e-4  # the reference keeps 1 - b1**t etc. in float64; we round b**t in float32
+      rtol = 2e-4
+    if which in ("optax", "keras") and not x64:
+      # These conventions form 1 - b**t as a float32 power, as optax and Keras do (bit-equal to
+      # optax above): its relative error is about ulp(1) / (1 - b), which grows without bound
+      # as b nears 1. The float64 loop cannot say more than that there.
+      ulp = 2.0**-24
+      rtol = max(rtol, 2e-4 + 8 * ulp * (1 / (1 - hp["b1"]) + 1 / (1 - hp["b2"])))
     _assert_close([got[i]], [want], rtol, f"{which} vs numpy")
 
 
