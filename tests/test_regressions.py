@@ -282,3 +282,22 @@ def test_injected_b1_decay_of_one_is_bit_equal_for_single_element_params(convent
       updates.append(np.asarray(u))
     runs.append(np.stack(updates))
   np.testing.assert_array_equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("how", ["wrapper", "flag"])
+def test_skip_nonfinite_takes_python_number_leaves(how):
+  """A Python-number leaf is a valid pytree leaf for every optimizer, skip_nonfinite included.
+
+  Found by: test_fuzz.py::test_jit_equals_eager (wrapper skip_nonfinite, a Python-float leaf,
+  eager), run against main at c709217, where the new zero-substitution of non-finite gradients
+  calls ``.dtype`` on the float: AttributeError. Passes on the code before c709217.
+  """
+  if how == "wrapper":
+    tx = amsgrad_optax.skip_nonfinite(amsgrad_optax.amsgrad(0.1))
+  else:
+    tx = amsgrad_optax.amsgrad(0.1, skip_nonfinite=True)
+  params = {"w": 1.0}
+  updates, state = tx.update({"w": 0.5}, tx.init(params), params)
+  # The first AMSGrad step of any convention is -lr * sign(g) when eps is negligible.
+  np.testing.assert_allclose(float(updates["w"]), -0.1, rtol=1e-6)
+  assert int(state.total_skipped) == 0
