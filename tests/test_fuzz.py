@@ -60,12 +60,12 @@ KNOWN_OPEN = frozenset(
 )
 
 
+CI_EXAMPLES = 10  # the ci profile's max_examples (see conftest.py)
+
+
 def _examples(n: int) -> int:
   """``n`` examples under the ci profile, scaled by the loaded profile's max_examples."""
   return max(1, round(n * settings.default.max_examples / CI_EXAMPLES))
-
-
-CI_EXAMPLES = 10  # the ci profile's max_examples (see conftest.py)
 
 
 def fuzz(n: int):
@@ -83,6 +83,10 @@ def _x64(on: bool):
   return jax.enable_x64(True) if on else contextlib.nullcontext()
 
 
+def _nullctx():
+  return contextlib.nullcontext()
+
+
 # ---------------------------------------------------------------- drawing a problem
 
 
@@ -92,10 +96,10 @@ def problems(
 ):
   """A tree, its initial params and the gradients of every step (NumPy float64 per leaf).
 
-  With ``nonempty``, the tree has at least one leaf of one of ``dtypes`` with elements.
+  With ``nonempty``, the tree has a leaf of ``dtypes[0]`` with elements.
   """
   template = draw(C.trees(dtypes, python_floats=python_floats, max_leaves=max_leaves))
-  if nonempty:  # one more leaf, with elements, of one of dtypes, beside the drawn tree
+  if nonempty:  # one more leaf, with elements, beside the drawn tree
     shape = draw(st.lists(st.integers(1, 4), max_size=2).map(tuple))
     leaf = C.Spec(shape, dtypes[0])
     template = draw(
@@ -593,10 +597,6 @@ def test_wrappers_do_not_change_the_optimizer(data):
     _ulps_close(a, b, C.leaf_dtype(s), float(np.abs(b).max(initial=0.0)), ulps=4)
 
 
-def _nullctx():
-  return contextlib.nullcontext()
-
-
 @pytest.mark.skipif("inject-hyperparams-defaults" in KNOWN_OPEN, reason="known open: item 7")
 @fuzz(8)
 @given(data=st.data())
@@ -680,7 +680,7 @@ def test_jit_equals_eager(data):
   note(f"wrapper={name}")
   params = _params(specs, rng, 1.0)
   with _standard() if name in ("apply_if_finite", "inject") else _nullctx():
-    tx = _wrapped(name, convention, dict(hp, wd=hp["wd"]))
+    tx = _wrapped(name, convention, hp)
     jitted, _ = _run_ours(tx, template, specs, params, grads, jit=True)
     eager, _ = _run_ours(tx, template, specs, params, grads, jit=False)
   for a, b, s in zip(jitted, eager, specs, strict=True):
@@ -759,7 +759,11 @@ def test_meta_gradient_is_finite_where_the_forward_is_and_matches_finite_differe
   b1 = data.draw(st.sampled_from([0.0, 0.9]))
   wd = data.draw(st.sampled_from([0.0, 0.1]))
   steps = data.draw(st.integers(2, 4))
-  nan_step = data.draw(st.none() | st.integers(0, steps - 1)) if wrapper != "plain" else None
+  # NaN steps only through skip_nonfinite: optax.apply_if_finite still runs its inner update on
+  # the NaN gradient, whose cotangent then poisons the meta-gradient (optax's own behaviour,
+  # documented in docs/silent_failures.md).
+  skipping = wrapper == "skip_nonfinite"
+  nan_step = data.draw(st.none() | st.integers(0, steps - 1)) if skipping else None
   silent = data.draw(st.booleans())  # one coordinate whose gradient is always zero
   seed = data.draw(st.integers(0, 2**16))
   note(f"{convention=} {wrapper=} {eps=} {b1=} {wd=} {steps=} {nan_step=} {silent=}")
