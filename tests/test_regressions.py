@@ -49,6 +49,18 @@ def test_adamnc_b1_that_rounds_to_one_in_float32_is_refused():
     amsgrad_optax.adamnc(1e-3, b1=1 - 2**-26)
 
 
+@_open("1", "a learning rate that is inf in float16 gives inf/NaN updates for float16 params")
+def test_learning_rate_that_overflows_float16_is_refused_for_float16_params():
+  """-lr * u is formed in the params' dtype: 1e5 is inf in float16, so the updates are inf, and
+  NaN where u is 0 (0 * inf). Found by: test_fuzz.py::test_every_convention_and_adamnc_match_numpy
+  (a float16 leaf, lr = 3.4e32: NaN where float64 is finite); region "rate-overflows-dtype".
+  """
+  tx = amsgrad_optax.amsgrad(1e5)
+  params = jnp.ones(2, jnp.float16)
+  with pytest.raises(ValueError, match=r"learning_rate.*float16"):
+    tx.update(jnp.array([1.0, 0.0], jnp.float16), tx.init(params), params)
+
+
 # ---------------------------------------------------------------- item 2
 
 
