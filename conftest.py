@@ -29,3 +29,29 @@ def _dtype_promotion(request):
       yield
   else:
     yield
+
+
+# Hypothesis profiles. "ci" (the default) is bounded and derandomized, so that CI is
+# reproducible; "deep" (HYPOTHESIS_PROFILE=deep) runs 100x the examples, randomized, and
+# shrinks a failure to a minimal example. tests/test_fuzz.py scales its example counts
+# from the loaded profile's max_examples.
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
+
+settings.register_profile(
+  "ci",
+  max_examples=10,
+  deadline=None,
+  derandomize=True,
+  # Every example compiles anew, so shrinking would take minutes: report as generated.
+  phases=(Phase.explicit, Phase.reuse, Phase.generate),
+  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+  print_blob=True,
+)
+settings.register_profile(
+  "deep",
+  max_examples=1000,
+  deadline=None,
+  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+  print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
