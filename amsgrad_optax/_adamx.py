@@ -96,7 +96,7 @@ def scale_by_adamx(
   factor = None
   if not (b1_decay is None or (isinstance(b1_decay, (int, float)) and b1_decay == 1)):
     factor = _nu_max_factor(b1, b1_decay)
-  return _transform.scale_by_amsgrad(
+  return _transform._scale_by_amsgrad(
     b1,
     b2,
     eps,
@@ -105,5 +105,7 @@ def scale_by_adamx(
     b1_decay=b1_decay,
     mu_dtype=mu_dtype,
     nu_dtype=nu_dtype,
-    _nu_max_factor=factor,
+    state_bits=None,
+    block_size=None,
+    nu_max_factor=factor,
   )

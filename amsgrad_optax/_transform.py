@@ -362,7 +362,6 @@ def scale_by_amsgrad(
   nu_dtype: Any | None = None,
   state_bits: int | None = None,
   block_size: int | None = None,
-  _nu_max_factor: Any = None,
 ) -> optax.GradientTransformation:
   r"""Returns a transformation that rescales updates by AMSGrad.
 
@@ -440,9 +439,6 @@ def scale_by_amsgrad(
     block_size: the most elements per block with ``state_bits=8``, a
       positive int; None (default) for 256. Blocks are tiles of the last two
       axes.
-    _nu_max_factor: private, for :func:`amsgrad_optax.scale_by_adamx`: a
-      function of the step count returning a scalar that multiplies
-      :math:`\hat v_{t-1}` before the maximum; None for none.
 
   Returns:
     An :class:`optax.GradientTransformation` whose state is a
@@ -466,6 +462,41 @@ def scale_by_amsgrad(
   References:
     Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
     <https://openreview.net/forum?id=ryQu7f-RZ>`_, ICLR 2018.
+  """
+  return _scale_by_amsgrad(
+    b1,
+    b2,
+    eps,
+    eps_root,
+    convention=convention,
+    b1_decay=b1_decay,
+    mu_dtype=mu_dtype,
+    nu_dtype=nu_dtype,
+    state_bits=state_bits,
+    block_size=block_size,
+    nu_max_factor=None,
+  )
+
+
+def _scale_by_amsgrad(
+  b1: jax.typing.ArrayLike,
+  b2: jax.typing.ArrayLike,
+  eps: jax.typing.ArrayLike,
+  eps_root: jax.typing.ArrayLike,
+  *,
+  convention: str,
+  b1_decay: jax.typing.ArrayLike | None,
+  mu_dtype: Any | None,
+  nu_dtype: Any | None,
+  state_bits: int | None,
+  block_size: int | None,
+  nu_max_factor: Any,
+) -> optax.GradientTransformation:
+  """:func:`scale_by_amsgrad`, with the hook AdamX needs.
+
+  ``nu_max_factor`` is None, or a function of the step count returning a
+  scalar that multiplies :math:`\hat v_{t-1}` before the maximum
+  (:func:`amsgrad_optax.scale_by_adamx`).
   """
   conv = _conventions.get_convention(convention)
   _validation.check_range("b2", b2, low=0.0, high=1.0)
@@ -504,7 +535,7 @@ def scale_by_amsgrad(
     scalars = _PerDtype()
     check_in = functools.partial(scalars, _check_hyperparams, hyperparams)
     step_factor = jnp.sqrt(bc2) / bc1 if conv.nu_correction == "step" else None
-    nu_max_factor = None if _nu_max_factor is None else _nu_max_factor(count)
+    nu_max_factor_t = None if nu_max_factor is None else nu_max_factor(count)
 
     complex_arith = conv.complex_mode == "complex"
 
@@ -518,8 +549,8 @@ def scale_by_amsgrad(
       b2_ = scalars(_cast_hp, b2, real_wide)
       g_sq = scalars(_one_minus, b2_, real_wide) * _abs_sq(g, real_wide, conj_form=complex_arith)
       v = _cast(g_sq, wide) + _mul_hp(b2_, _cast(v, wide))
-      if nu_max_factor is not None:  # AdamX rescales the old maximum first
-        v_max = _mul_hp(scalars(_cast_hp, nu_max_factor, real_wide), _cast(v_max, wide))
+      if nu_max_factor_t is not None:  # AdamX rescales the old maximum first
+        v_max = _mul_hp(scalars(_cast_hp, nu_max_factor_t, real_wide), _cast(v_max, wide))
       if conv.nu_correction == "max":
         v_max = jnp.maximum(_cast(v_max, wide), _by_real(jnp.divide, v, bc2, complex_arith))
       else:

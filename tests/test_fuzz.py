@@ -44,20 +44,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 #: Known, open defects (issue 13) whose input regions the fuzz targets skip. The lead empties
 #: this at merge, once the fixes are in; the regression tests in test_regressions.py guard them.
-KNOWN_OPEN = frozenset(
-  {
-    "beta-rounds-to-one",  # item 1: a beta that rounds to 1 in float32 is accepted
-    "skip-nonfinite-donation",  # item 2: SkipNonfiniteState shares one buffer
-    "nonfinite-meta-gradient",  # item 3: d/d lr through a skipped NaN step is NaN
-    "zero-history-meta-gradient",  # item 3: NaN through sqrt(0) where a gradient was always 0
-    "float16-mu",  # item 5: float16 params keep mu in float16
-    "rate-overflows-dtype",  # item 1: a learning rate that is inf in the params' dtype: NaN
-    "complex-pytorch",  # item 6: complex params under "pytorch" do not follow torch
-    "complex-optax",  # item 6: complex params under "optax" are not bit-equal to optax
-    "inject-hyperparams-defaults",  # item 7: inject_hyperparams changes the optimizer
-    "complex-grad-real-param",  # item 10: complex gradients on real params are accepted
-  }
-)
+KNOWN_OPEN: frozenset[str] = frozenset()  # every issue-13 region is fixed and fuzzed
 
 
 CI_EXAMPLES = 10  # the ci profile's max_examples (see conftest.py)

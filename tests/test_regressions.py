@@ -1,10 +1,10 @@
 """Minimal regression tests for the defects the fuzz suite (tests/test_fuzz.py) found.
 
 Each test asserts the behaviour after the fix, against an independent reference (live torch or
-optax, a finite difference, the run without the bad step). While a defect is open its test is a
-strict xfail naming the issue item; the lead removes the marker when the fix lands (a fixed
-defect then XPASSes, which strict mode reports as a failure, so the marker cannot be forgotten).
-The matching fuzz regions are named in ``tests.test_fuzz.KNOWN_OPEN``.
+optax, a finite difference, the run without the bad step), and names its issue-13 item in its
+section. While a defect is open its test is a strict xfail naming the item (a fixed defect then
+XPASSes, which strict mode reports as a failure, so the marker cannot be forgotten), and the
+matching fuzz region is named in ``tests.test_fuzz.KNOWN_OPEN``; both are empty now.
 """
 
 from __future__ import annotations
@@ -21,14 +21,9 @@ from tests.fuzz import live
 CONVENTIONS = amsgrad_optax.CONVENTIONS
 
 
-def _open(item: str, what: str):
-  return pytest.mark.xfail(strict=True, reason=f"issue 13 item {item}: {what}")
-
-
 # ---------------------------------------------------------------- item 1
 
 
-@_open("1", "a beta that rounds to 1 in float32 is accepted")
 @pytest.mark.parametrize("convention", CONVENTIONS)
 @pytest.mark.parametrize("name,value", [("b1", 1 - 2**-26), ("b2", 0.99999999)])
 def test_beta_that_rounds_to_one_in_float32_is_refused(convention, name, value):
@@ -43,13 +38,11 @@ def test_beta_that_rounds_to_one_in_float32_is_refused(convention, name, value):
     amsgrad_optax.amsgrad(1e-3, **{name: value}, convention=convention)
 
 
-@_open("1", "a b1 that rounds to 1 in float32 is accepted by adamnc")
 def test_adamnc_b1_that_rounds_to_one_in_float32_is_refused():
   with pytest.raises(ValueError, match=r"b1.*float32"):
     amsgrad_optax.adamnc(1e-3, b1=1 - 2**-26)
 
 
-@_open("1", "a learning rate that is inf in float16 gives inf/NaN updates for float16 params")
 def test_learning_rate_that_overflows_float16_is_refused_for_float16_params():
   """-lr * u is formed in the params' dtype: 1e5 is inf in float16, so the updates are inf, and
   NaN where u is 0 (0 * inf). Found by: test_fuzz.py::test_every_convention_and_adamnc_match_numpy
@@ -64,7 +57,6 @@ def test_learning_rate_that_overflows_float16_is_refused_for_float16_params():
 # ---------------------------------------------------------------- item 2
 
 
-@_open("2", "SkipNonfiniteState's two counters share one buffer")
 @pytest.mark.parametrize("how", ["wrapper", "flag"])
 def test_skip_nonfinite_state_is_donatable(how):
   """Found by: test_fuzz.py::test_every_state_is_donatable (wrappers skip_nonfinite*)."""
@@ -95,7 +87,6 @@ def _final_loss(tx_of_lr, lr, grads_of, steps=3):
   return jnp.sum(p**2)
 
 
-@_open("3", "d loss/d lr through a step skip_nonfinite skipped is NaN")
 def test_meta_gradient_through_a_skipped_nan_step_equals_the_clean_run():
   """The forward pass equals the run without the NaN step; so must d/d lr.
 
@@ -114,7 +105,6 @@ def test_meta_gradient_through_a_skipped_nan_step_equals_the_clean_run():
     np.testing.assert_allclose(float(grad), float(want_grad), rtol=1e-10)
 
 
-@_open("3", "d loss/d lr is NaN through sqrt(nu_max) where a coordinate's gradients are all 0")
 @pytest.mark.parametrize("convention", CONVENTIONS)
 def test_meta_gradient_with_a_never_moved_coordinate_is_finite(convention):
   """A coordinate whose gradient is always 0 contributes nothing; its derivative is 0, not NaN.
@@ -134,7 +124,6 @@ def test_meta_gradient_with_a_never_moved_coordinate_is_finite(convention):
     np.testing.assert_allclose(grad, fd, rtol=1e-6)
 
 
-@_open("3", "d update/d eps at eps=0 is NaN where a coordinate's gradient history is zero")
 @pytest.mark.parametrize("convention", CONVENTIONS)
 def test_eps_derivative_at_zero_eps_is_finite(convention):
   with jax.enable_x64(True):
@@ -155,7 +144,6 @@ def test_eps_derivative_at_zero_eps_is_finite(convention):
 # ---------------------------------------------------------------- item 5
 
 
-@_open("5", "float16 params keep mu in float16")
 @pytest.mark.parametrize("convention", CONVENTIONS)
 def test_float16_params_get_float32_mu(convention):
   """Found by: test_fuzz.py::test_float16_small_gradients_are_not_lost."""
@@ -184,7 +172,6 @@ def _run(tx, p, g):
   return np.stack(out)
 
 
-@_open("6", 'complex params under "pytorch" share one second moment for re and im')
 def test_complex_params_under_pytorch_follow_torch_view_as_real():
   """Found by: test_fuzz.py::test_complex_params_follow_their_framework (and the float64 target).
 
@@ -200,7 +187,6 @@ def test_complex_params_under_pytorch_follow_torch_view_as_real():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-@_open("6", 'complex params under "optax" are not bit-equal to optax.amsgrad')
 @pytest.mark.standard_promotion
 def test_complex_params_under_optax_are_bit_equal_to_optax():
   """re*re + im*im rounds differently from optax's (conj(g) * g).real.
@@ -216,7 +202,6 @@ def test_complex_params_under_optax_are_bit_equal_to_optax():
 # ---------------------------------------------------------------- item 7
 
 
-@_open("7", "inject_hyperparams adds a weight-decay stage to the state tree")
 @pytest.mark.standard_promotion
 @pytest.mark.parametrize("convention", CONVENTIONS)
 def test_inject_hyperparams_keeps_the_plain_state_tree(convention):
@@ -231,7 +216,6 @@ def test_inject_hyperparams_keeps_the_plain_state_tree(convention):
   )
 
 
-@_open("7", "inject_hyperparams(amsgrad) with default values is not optax's arithmetic")
 @pytest.mark.standard_promotion
 def test_inject_hyperparams_optax_is_bit_equal_to_injected_optax_amsgrad():
   """An injected b1_decay = 1.0 took the decaying-b1 bias correction (-expm1(t log b1)).
@@ -259,7 +243,6 @@ def test_inject_hyperparams_optax_is_bit_equal_to_injected_optax_amsgrad():
 # ---------------------------------------------------------------- item 10
 
 
-@_open("10", "complex gradients on real params are accepted (the imaginary part is dropped)")
 @pytest.mark.parametrize("convention", CONVENTIONS)
 def test_complex_gradient_on_real_params_raises(convention):
   """Found by: test_fuzz.py::test_complex_gradients_on_real_params_raise."""
