@@ -132,12 +132,12 @@ def test_bad_input_exits_with_one_line(args, needle):
 @pytest.mark.parametrize(
   ("args", "needle"),
   [
-    (["--lr", "-1"], "learning_rate must be in [0, inf), got -1.0"),
+    (["--lr", "-1"], "--lr must be in [0, inf), got -1.0"),
     (["--steps", "abc"], "argument --steps: must be a positive integer, got 'abc'"),
     (["--steps", "1.5e3"], None),  # accepted: 1500
     (["--sweep-b2", "1.5"], "b2 must be in [0, 1), got 1.5"),
     (["--sweep", "--plot", "x.png"], "cannot be combined with --sweep"),
-    (["--problem", "theorem1", "--theorem1-c", "1"], "c must be > 2"),
+    (["--problem", "theorem1", "--theorem1-c", "1"], "--theorem1-c must be a finite number > 2"),
     (["--seed", "-1"], "argument --seed: must be an integer in [0, 2**31)"),
     (["--plot", "/no/such/folder/f.png"], "--plot: the folder '/no/such/folder' does not exist"),
   ],

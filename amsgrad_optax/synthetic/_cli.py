@@ -1,24 +1,50 @@
-"""``amsgrad-synthetic``: the paper's synthetic experiment from the command line."""
+"""``amsgrad-synthetic``: the paper's synthetic experiment from the command line.
+
+The command works in three stages, each in its own functions: :func:`_validate`
+checks every flag, value and output destination and returns a :class:`_Plan`
+(a usage error exits 2 before anything runs); :func:`_execute` runs the plan,
+keeping what finished when interrupted; :func:`_emit_header` and
+:func:`_emit` print the results, as a table or as strict JSON.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
+import math
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+import numpy as np
+
 from amsgrad_optax import _conventions
-from amsgrad_optax.synthetic import _optimizers, _problems, _runner, _sweep
+from amsgrad_optax.synthetic import _fast, _optimizers, _problems, _runner, _sweep
 
 PROG = "amsgrad-synthetic"
 _DEFAULT_STEPS = 10_000_000
 _DEFAULT_SWEEP = {"b1": [0.0, 0.5, 0.9], "b2": [0.9, 0.99, 0.999, 0.9999]}
+_DEFAULT_HP = {"learning_rate": 1e-2, "b1": 0.9, "b2": 0.99, "eps": 1e-8}
+_DEFAULT_THEOREM1_C = 3.0
 #: Below this many steps a run takes milliseconds: no progress bar.
 _PROGRESS_MIN_STEPS = 1 << 21
 _PLOT_POINTS = 2000
+#: The dtype every run computes in; hyperparameters are checked in it.
+_DTYPE = np.float32
+#: The exit status after an interrupt (128 + SIGINT), as shells report it.
+_EXIT_INTERRUPTED = 130
+
+#: Each hyperparameter's flag, and the optimizers that use it.
+_FLAGS = {"learning_rate": "--lr", "b1": "--b1", "b2": "--b2", "eps": "--eps"}
+_USED_BY = {
+  "learning_rate": ("adam", "amsgrad", "adamnc", "sgd"),
+  "b1": ("adam", "amsgrad", "adamnc"),
+  "b2": ("adam", "amsgrad"),
+  "eps": ("adam", "amsgrad", "adamnc"),
+}
+_SWEEP_FLAGS = {"learning_rate": "sweep_lr", "b1": "sweep_b1", "b2": "sweep_b2", "eps": "sweep_eps"}
 
 _EPILOG = """\
 examples:
@@ -30,6 +56,28 @@ examples:
   amsgrad-synthetic --sweep --sweep-b1 0 0.9 --sweep-b2 0.9 0.99 0.999 --steps 1e6
   amsgrad-synthetic --optimizer adam --b1 0 0.5 0.9 --b2 0.9 0.99 0.999 --steps 1e6 --json
   amsgrad-synthetic --engine scan                   # the step-by-step scan, not the fast engine
+
+hyperparameters:
+  Every run computes in float32, and every value is checked there: a value
+  that float32 rounds to an invalid one (--b2 0.99999999 rounds to 1) or
+  cannot hold (--lr 1e300) is an error that names the nearest valid value.
+
+--json output (strict JSON: no NaN or Infinity tokens):
+  problem, description, steps, seed, engine; hyperparameters: each a number,
+  or a list for the swept ones, and lr_schedule; interrupted: true when
+  Ctrl-C stopped the command (the runs that finished are listed).
+  single runs: results, one object per run: label, optimizer, convention
+    (null but for amsgrad), x_final, avg_regret (R(T)/T), regret (R(T)),
+    steps, seconds, compile_seconds, diverged.
+  sweeps: sweep, one object per run: label, optimizer, convention, lr, b1,
+    b2, eps (learning_rate is the lr), seed, x_final, regret, avg_regret,
+    steps, ends_at ("x*", "worst", "-" or "diverged"), diverged; and grid,
+    seeds, seconds, grid_seconds.
+  diverged is true when x_final or the regret is not finite; such a number
+  is written as null.
+
+exit status: 0 done; 2 bad arguments (one line on stderr, before anything
+runs); 1 an output file that could not be written; 130 interrupted.
 """
 
 
@@ -38,6 +86,10 @@ class _Parser(argparse.ArgumentParser):
 
   def error(self, message: str) -> NoReturn:
     self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _UsageError(ValueError):
+  """A command line that cannot run: exits 2 with the message, before anything runs."""
 
 
 def _steps(text: str) -> int:
@@ -83,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     prog=PROG,
     description=(
       "Run the synthetic experiments of Reddi, Kale & Kumar (ICLR 2018), where Adam "
-      "provably converges to the worst point and AMSGrad to the optimum, compiled "
-      "under jax.lax.scan."
+      "provably converges to the worst point and AMSGrad to the optimum, compiled with "
+      "JAX: by default on the blocked, time-parallel fast engine."
     ),
     epilog=_EPILOG,
     formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -108,10 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     "--convention",
     nargs="+",
     choices=_conventions.CONVENTIONS,
-    default=["pytorch"],
+    default=None,
     metavar="NAME",
     help="AMSGrad convention(s), one run each: "
-    f"{', '.join(_conventions.CONVENTIONS)} (default: pytorch)",
+    f"{', '.join(_conventions.CONVENTIONS)} (default: pytorch; amsgrad only)",
   )
   p.add_argument(
     "--steps",
@@ -123,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     "--lr",
     type=float,
     nargs="+",
-    default=[1e-2],
+    default=None,
     help="learning rate (default: 0.01); several values run their grid with the other "
     "multi-valued hyperparameters, as one compiled call",
   )
@@ -148,27 +200,35 @@ def build_parser() -> argparse.ArgumentParser:
     help="second-moment decay (default: 0.99; theorem1: 1/(1+C^2)); several values: a grid",
   )
   p.add_argument(
-    "--eps", type=float, nargs="+", default=[1e-8], help="epsilon (default: 1e-8); several: a grid"
+    "--eps", type=float, nargs="+", default=None, help="epsilon (default: 1e-8); several: a grid"
   )
   p.add_argument(
     "--engine",
     choices=_runner.ENGINES,
     default="auto",
-    help="fast: the blocked, time-parallel engine (no trace, so no --plot); scan: the "
-    "step-by-step lax.scan; auto: fast where it applies (default: auto)",
+    help="fast: the blocked, time-parallel engine (records no curve, so no --plot); scan: "
+    "the step-by-step lax.scan; auto: fast where it applies (default: auto)",
   )
   p.add_argument(
-    "--theorem1-c", type=float, default=3.0, metavar="C", help="C of theorem1 (default: 3)"
+    "--theorem1-c",
+    type=float,
+    default=None,
+    metavar="C",
+    help="C of --problem theorem1, > 2 (default: 3)",
   )
   p.add_argument(
-    "--seed", type=_seed, default=0, help="seed of the stochastic problem (default: 0)"
+    "--seed",
+    type=_seed,
+    default=None,
+    help="seed of --problem stochastic (default: 0)",
   )
   p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
   p.add_argument(
     "--plot",
     metavar="FILE.png",
     default=None,
-    help="write R(t)/t and x_t against t, one curve per run (needs matplotlib)",
+    help="write R(t)/t and x_t against t, one curve per run (needs matplotlib); the "
+    "suffix picks the format, .png when there is none",
   )
   p.add_argument(
     "--trace-every",
@@ -193,63 +253,460 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument(
     "--seeds",
     type=_positive_int,
-    default=1,
+    default=None,
     metavar="N",
-    help="run every config with seeds SEED, ..., SEED+N-1 (default: 1)",
+    help="run every config of --problem stochastic with seeds SEED, ..., SEED+N-1 (default: 1)",
   )
   return p
 
 
-# ------------------------------------------------------------------ helpers
+# ------------------------------------------------------------------ validation
 
 
-def _problem(args) -> _problems.Problem:
-  if args.problem == "theorem1":
-    return _problems.theorem1(args.theorem1_c)
-  return _problems.make_problem(args.problem)
+@dataclasses.dataclass
+class _Plan:
+  """Everything :func:`_execute` needs, checked."""
+
+  problem: _problems.Problem
+  #: Each hyperparameter's single value (a sweep's fixed values and defaults).
+  hp: dict[str, float]
+  #: The hyperparameters that take several values, and those values (sweeps only).
+  grid: dict[str, list[float]]
+  is_sweep: bool
+  runs: list[tuple[str, str, str | None]]
+  seed: int
+  seeds: list[int]
+  plot: str | None  # the file the figure is written to (suffix resolved)
+  plot_format: str | None
+  trace_every: int | None
+  #: ``(steps, trace_every)`` of the short run that draws a plot's first steps, or None.
+  early_trace: tuple[int, int] | None = None
 
 
-def _hyperparameter_values(args) -> dict[str, list[float]]:
+def _num(value: float) -> str:
+  """Returns the shortest text that reads back as ``value`` (``0.9999999``, ``1e-08``, ``1``)."""
+  text = repr(float(value))
+  return text[:-2] if text.endswith(".0") else text
+
+
+def _f32(value: float) -> np.float32:
+  with np.errstate(over="ignore", under="ignore"):
+    return np.float32(value)
+
+
+def _f32_text(value: np.floating) -> str:
+  """Returns the shortest text of a float32 value: ``0.99999994``, not 0.9999999403953552."""
+  return str(np.float32(value))
+
+
+def _check_hyperparameter(name: str, value: float, what: str) -> None:
+  """Raises _UsageError unless ``value`` is valid for ``name`` in the runs' dtype.
+
+  ``what`` names the value for the message: the flag (``--b2``), or where a
+  derived value came from.
+  """
+  dtype = np.dtype(_DTYPE).name
+  tiny = np.finfo(_DTYPE).smallest_normal
+  if not math.isfinite(value):
+    raise _UsageError(f"{what} must be a finite number, got {_num(value)}")
+  if name in ("b1", "b2"):
+    if not 0.0 <= value < 1.0:
+      raise _UsageError(f"{what} must be in [0, 1), got {value!r}")
+  elif value < 0.0:
+    raise _UsageError(f"{what} must be in [0, inf), got {value!r}")
+  v32 = _f32(value)
+  if name in ("b1", "b2") and v32 >= 1:
+    nearest = np.nextafter(np.float32(1), np.float32(0))
+    raise _UsageError(
+      f"{what} {_num(value)} rounds to 1 in {dtype}, the dtype of the runs, where it must be "
+      f"below 1; the nearest valid value is {_f32_text(nearest)}"
+    )
+  if not np.isfinite(v32):
+    raise _UsageError(
+      f"{what} {_num(value)} overflows {dtype}, the dtype of the runs; the largest valid "
+      f"value is {_f32_text(np.finfo(_DTYPE).max)}"
+    )
+  if value != 0 and v32 < tiny:
+    raise _UsageError(
+      f"{what} {_num(value)} is below the smallest normal {dtype} number, the dtype of the "
+      f"runs (it would round to {_f32_text(v32)} or flush to 0); use 0 or at least "
+      f"{_f32_text(tiny)}"
+    )
+
+
+def _check_distinct(flag: str, values: Sequence[float]) -> None:
+  """Raises _UsageError if two of a flag's values are one number in the runs' dtype."""
+  seen: dict[np.float32, float] = {}
+  for v in values:
+    v32 = _f32(v)
+    if v32 in seen:
+      raise _UsageError(
+        f"{flag} {_num(seen[v32])} and {_num(v)} are the same number in "
+        f"{np.dtype(_DTYPE).name}, the dtype of the runs ({_f32_text(v32)}): keep one"
+      )
+    seen[v32] = v
+
+
+def _check_theorem1_c(c: float) -> None:
+  if not math.isfinite(c) or not c > 2:
+    raise _UsageError(
+      f"--theorem1-c must be a finite number > 2 (the optimum is -1 only when C > 2), got {_num(c)}"
+    )
+  # The second moment holds C^2: it must stay finite.
+  largest = np.float32(np.sqrt(np.float64(np.finfo(_DTYPE).max)))
+  with np.errstate(over="ignore"):
+    square = _f32(c) * _f32(c)
+  if not np.isfinite(square):
+    raise _UsageError(
+      f"--theorem1-c {_num(c)}: C^2 overflows {np.dtype(_DTYPE).name}, the dtype of the "
+      f"runs; the largest valid value is {_f32_text(largest)}"
+    )
+
+
+def _check_applies(args: argparse.Namespace) -> None:
+  """Raises _UsageError for a flag that the rest of the command line would ignore."""
+  if args.theorem1_c is not None and args.problem != "theorem1":
+    raise _UsageError("--theorem1-c applies to --problem theorem1 only")
+  stochastic = args.problem == "stochastic"
+  for flag, value in (("--seed", args.seed), ("--seeds", args.seeds)):
+    if value is not None and not stochastic:
+      raise _UsageError(
+        f"{flag} applies to --problem stochastic only; --problem {args.problem} is deterministic"
+      )
+  optimizers = list(dict.fromkeys(args.optimizer))
+  if args.convention is not None and "amsgrad" not in optimizers:
+    raise _UsageError(
+      f"--convention applies to --optimizer amsgrad only, got --optimizer {' '.join(optimizers)}"
+    )
+  for name, flag in _FLAGS.items():
+    for given, shown in (
+      (getattr(args, flag[2:]), flag),
+      (getattr(args, _SWEEP_FLAGS[name]), None),
+    ):
+      shown = shown or f"--{_SWEEP_FLAGS[name].replace('_', '-')}"
+      if given is not None and not any(o in _USED_BY[name] for o in optimizers):
+        raise _UsageError(
+          f"{shown} is not used by --optimizer {' '.join(optimizers)} (it applies to "
+          f"{', '.join(_USED_BY[name])})"
+        )
+  if args.trace_every is not None and args.plot is None:
+    raise _UsageError("--trace-every sets the points of --plot; it applies with --plot only")
+
+
+def _hyperparameter_values(args: argparse.Namespace) -> dict[str, list[float]]:
   """Returns every hyperparameter's values as given (defaults filled in), in first-seen order."""
-  b1, b2 = 0.9, 0.99
+  values = {k: [v] for k, v in _DEFAULT_HP.items()}
   if args.problem == "theorem1":
-    betas = _problems.theorem1_betas(args.theorem1_c)
-    b1, b2 = betas["b1"], betas["b2"]
-  values = {
-    "learning_rate": args.lr,
-    "b1": [b1] if args.b1 is None else args.b1,
-    "b2": [b2] if args.b2 is None else args.b2,
-    "eps": args.eps,
-  }
+    c = _DEFAULT_THEOREM1_C if args.theorem1_c is None else args.theorem1_c
+    values.update({k: [v] for k, v in _problems.theorem1_betas(c).items()})
+  for name, flag in _FLAGS.items():
+    given = getattr(args, flag[2:])
+    if given is not None:
+      values[name] = given
   return {k: list(dict.fromkeys(v)) for k, v in values.items()}
 
 
-def _hyperparameters(args) -> dict[str, float]:
-  """Returns each hyperparameter's first value: the single runs', and the sweep's defaults."""
-  return {k: v[0] for k, v in _hyperparameter_values(args).items()}
+def _sweep_grid(args: argparse.Namespace, values: dict[str, list[float]]) -> dict[str, list[float]]:
+  """Returns the grid of a sweep: --sweep-* values, several values of a flag, or the default."""
+  grid = {}
+  for name, attr in _SWEEP_FLAGS.items():
+    given = getattr(args, attr)
+    if given:
+      grid[name] = list(dict.fromkeys(given))
+  for name, vals in values.items():
+    if len(vals) > 1:
+      flag = _FLAGS[name]
+      if name in grid:
+        raise _UsageError(
+          f"{flag} has several values and --sweep-{flag[2:]} is given too: use one of them"
+        )
+      grid[name] = vals
+  return grid or {k: list(v) for k, v in _DEFAULT_SWEEP.items()}
 
 
-def _cli_grid(args) -> dict[str, list[float]]:
-  """Returns the hyperparameters given several values on the command line (a grid to run)."""
-  return {k: v for k, v in _hyperparameter_values(args).items() if len(v) > 1}
-
-
-def _runs(args) -> list[tuple[str, str, str | None]]:
+def _runs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
   """Returns ``(label, optimizer, convention)`` for every run asked for."""
   runs = []
   for name in dict.fromkeys(args.optimizer):
     if name == "amsgrad":
-      for conv in dict.fromkeys(args.convention):
+      for conv in dict.fromkeys(args.convention or ["pytorch"]):
         runs.append((f"amsgrad ({conv})", name, conv))
     else:
       runs.append((name, name, None))
   return runs
 
 
-def _fmt_hp(hp: dict[str, float], schedule: str) -> str:
-  return (
-    f"lr {hp['learning_rate']:g} ({schedule}), b1 {hp['b1']:g}, b2 {hp['b2']:g}, eps {hp['eps']:g}"
+def _check_plot(path: str) -> tuple[str, str]:
+  """Returns ``(file, format)`` that ``--plot path`` writes; raises _UsageError if it cannot."""
+  try:
+    from amsgrad_optax.synthetic import _plot
+
+    return _plot.output_path(path, check_writable=True)
+  except ImportError:
+    raise _UsageError(
+      "--plot needs matplotlib, which is not installed: pip install 'amsgrad-optax[plot]'"
+    ) from None
+  except ValueError as e:
+    raise _UsageError(f"--plot: {_one_line(e)}") from None
+
+
+def _validate(args: argparse.Namespace) -> _Plan:
+  """Returns the checked plan of the command line; raises _UsageError for anything wrong.
+
+  Everything that can be checked without running is checked here, so that a
+  bad command line fails at once, with nothing on stdout.
+  """
+  _check_applies(args)
+  if args.problem == "theorem1":
+    c = _DEFAULT_THEOREM1_C if args.theorem1_c is None else args.theorem1_c
+    _check_theorem1_c(c)
+    problem = _problems.theorem1(c)
+  else:
+    problem = _problems.make_problem(args.problem)
+  values = _hyperparameter_values(args)
+  for name, vals in values.items():
+    given = getattr(args, _FLAGS[name][2:]) is not None
+    for v in vals:
+      try:
+        _check_hyperparameter(name, v, _FLAGS[name] if given else f"the default {name}")
+      except _UsageError as e:
+        if given or args.problem != "theorem1":
+          raise
+        raise _UsageError(
+          f"--theorem1-c {_num(problem.big)} gives {name} = {_num(v)}, which the runs cannot "
+          f"use ({e}); give --{name} or a smaller C"
+        ) from None
+    _check_distinct(_FLAGS[name], vals)
+  for name, attr in _SWEEP_FLAGS.items():
+    flag = f"--{attr.replace('_', '-')}"
+    for v in getattr(args, attr) or []:
+      _check_hyperparameter(name, v, flag)
+    _check_distinct(flag, getattr(args, attr) or [])
+  hp = {k: v[0] for k, v in values.items()}
+  is_sweep = (
+    args.sweep
+    or any(len(v) > 1 for v in values.values())
+    or any(getattr(args, a) for a in _SWEEP_FLAGS.values())
   )
+  grid = _sweep_grid(args, values) if is_sweep else {}
+  runs = _runs(args)
+  seed = 0 if args.seed is None else args.seed
+  seeds = list(range(seed, seed + (args.seeds or 1)))
+  if seeds[-1] >= 2**31:
+    raise _UsageError(f"--seed + --seeds must stay below 2**31, got {seeds[-1]}")
+  if args.steps + problem.first_step - 1 > 2**31 - 1:
+    raise _UsageError(f"--steps must be below 2**31, got {args.steps}")
+  batch = len(seeds) * math.prod(len(v) for v in grid.values()) if is_sweep else 1
+  if args.engine == "fast" and not _fast.fits(problem, args.steps, batch):
+    raise _UsageError(
+      f"--engine fast cannot run --steps {args.steps}: its last block would pass step "
+      "2**31 - 1; use --engine auto or scan"
+    )
+  plot = plot_format = early = None
+  trace_every = args.trace_every
+  if args.plot is not None:
+    if is_sweep:
+      raise _UsageError(
+        "--plot draws single runs; it cannot be combined with --sweep, --sweep-* or several "
+        "values of --lr, --b1, --b2 or --eps"
+      )
+    if args.engine == "fast":
+      raise _UsageError(
+        "--plot draws x_t and R(t)/t along the run, which --engine fast does not record: "
+        "use --engine auto (the default) or scan"
+      )
+    plot, plot_format = _check_plot(args.plot)
+    if trace_every is None:
+      trace_every = _trace_every(problem, args.steps // _PLOT_POINTS)
+      # The plot's t axis is logarithmic: a second, short run traced 50 times
+      # as often draws the first steps, where the main trace has few points.
+      early_every = _trace_every(problem, trace_every // 50)
+      if early_every < trace_every and 2 * early_every * _PLOT_POINTS <= args.steps:
+        early = (early_every * _PLOT_POINTS, early_every)
+  # Second line of defence: the library's own checks, in its words.
+  try:
+    for _, name, conv in runs:
+      _optimizers.make_optimizer(
+        name, **hp, convention=conv or "pytorch", lr_schedule=args.lr_schedule
+      )
+    if is_sweep:
+      _sweep._check_grid(grid)
+  except (ValueError, TypeError) as e:
+    raise _UsageError(_one_line(e)) from None
+  return _Plan(
+    problem=problem,
+    hp=hp,
+    grid=grid,
+    is_sweep=is_sweep,
+    runs=runs,
+    seed=seed,
+    seeds=seeds,
+    plot=plot,
+    plot_format=plot_format,
+    trace_every=trace_every,
+    early_trace=early,
+  )
+
+
+def _trace_every(problem: _problems.Problem, every: int) -> int:
+  """Returns ``every`` (at least 1) rounded to whole periods of an online problem."""
+  every = max(1, every)
+  period = getattr(problem, "period", 1)
+  if every >= period / 2:
+    # Whole periods: every point at the same phase, so the curve shows the
+    # drift of x_t rather than an alias of its within-period sawtooth.
+    every = max(period, every - every % period)
+  return every
+
+
+# ------------------------------------------------------------------ running
+
+
+@dataclasses.dataclass
+class _Outcome:
+  """What ran: the records (finished runs only), and whether Ctrl-C stopped it."""
+
+  records: list[dict[str, Any]]
+  interrupted: bool = False
+  results: dict[str, _runner.RunResult] = dataclasses.field(default_factory=dict)
+  grid_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+  plot_written: str | None = None
+
+
+def _show_progress(args, steps: int) -> bool:
+  return not args.quiet and steps >= _PROGRESS_MIN_STEPS and sys.stderr.isatty()
+
+
+def _finite(*values: float) -> bool:
+  return all(math.isfinite(v) for v in values)
+
+
+def _execute_single(args, plan: _Plan, outcome: _Outcome) -> None:
+  for label, name, conv in plan.runs:
+    tx = _optimizers.make_optimizer(
+      name, **plan.hp, convention=conv or "pytorch", lr_schedule=args.lr_schedule
+    )
+    r = _runner.run(
+      plan.problem,
+      tx,
+      args.steps,
+      seed=plan.seed,
+      trace_every=plan.trace_every,
+      progress=_show_progress(args, args.steps),
+      label=label,
+      engine=args.engine,
+    )
+    outcome.results[label] = r
+    if plan.early_trace is not None:
+      early_steps, early_every = plan.early_trace
+      e = _runner.run(plan.problem, tx, early_steps, seed=plan.seed, trace_every=early_every)
+      outcome.results[label] = r._replace(trace=_merge_traces(e.trace, r.trace))
+    outcome.records.append(
+      {
+        "label": label,
+        "optimizer": name,
+        "convention": conv,
+        "x_final": r.x_final,
+        "avg_regret": r.avg_regret,
+        "regret": r.regret,
+        "steps": r.steps,
+        "seconds": r.seconds,
+        "compile_seconds": r.compile_seconds,
+        "diverged": not _finite(r.x_final, r.regret),
+      }
+    )
+
+
+def _merge_traces(early: _runner.Trace, main: _runner.Trace) -> _runner.Trace:
+  """Returns the points of ``early``, then those of ``main`` past its end."""
+  keep = main.t > early.t[-1]
+  return _runner.Trace(*(np.concatenate([a, b[keep]]) for a, b in zip(early, main, strict=True)))
+
+
+def _execute_sweep(args, plan: _Plan, outcome: _Outcome) -> None:
+  defaults = {k: v for k, v in plan.hp.items() if k not in plan.grid}
+  for label, name, conv in plan.runs:
+    t0 = time.perf_counter()
+    table = _sweep.sweep(
+      plan.problem,
+      args.steps,
+      plan.grid,
+      optimizer=name,
+      seeds=plan.seeds,
+      defaults=defaults,
+      convention=conv or "pytorch",
+      lr_schedule=args.lr_schedule,
+      engine=args.engine,
+    )
+    seconds = time.perf_counter() - t0
+    outcome.grid_seconds[label] = seconds
+    for row in _sweep.table_rows(table):
+      row = {"label": label, "optimizer": name, "convention": conv, **row, "steps": args.steps}
+      row["diverged"] = not _finite(row["x_final"], row["regret"])
+      row["ends_at"] = "diverged" if row["diverged"] else _verdict(plan.problem, row["x_final"])
+      outcome.records.append(row)
+    if not args.json:
+      print(
+        f"# {label}: {len(table['seed'])} runs in {seconds:.2f} s (compilation included)",
+        file=sys.stderr,
+      )
+
+
+def _execute(args, plan: _Plan) -> _Outcome:
+  """Runs the plan; on Ctrl-C returns what finished, marked interrupted."""
+  outcome = _Outcome(records=[])
+  try:
+    if plan.is_sweep:
+      _execute_sweep(args, plan, outcome)
+    else:
+      _execute_single(args, plan, outcome)
+  except KeyboardInterrupt:
+    outcome.interrupted = True
+  return outcome
+
+
+def _write_plot(args, plan: _Plan, outcome: _Outcome) -> None:
+  """Draws the finished runs into the checked ``--plot`` file, if one was asked for."""
+  if plan.plot is None or not outcome.results:
+    return
+  from amsgrad_optax.synthetic import _plot
+
+  try:
+    outcome.plot_written = _plot.plot_runs(
+      outcome.results,
+      plan.plot,
+      problem=plan.problem,
+      title=f"{plan.problem.name}: {args.steps:,} steps, {_fmt_hp(plan, args.lr_schedule)}",
+      format=plan.plot_format,
+    )
+  except KeyboardInterrupt:
+    outcome.interrupted = True
+
+
+def _verdict(problem, x: float) -> str:
+  """Returns ``"x*"`` or ``"worst"`` when ``x`` ends within 10% of the interval of either."""
+  worst = problem.upper if problem.x_star == problem.lower else problem.lower
+  tol = 0.1 * (problem.upper - problem.lower)
+  if abs(x - problem.x_star) <= tol:
+    return "x*"
+  if abs(x - worst) <= tol:
+    return "worst"
+  return "-"
+
+
+# ------------------------------------------------------------------ output
+
+
+def _fmt_hp(plan: _Plan, schedule: str) -> str:
+  """Returns the hyperparameters in words; a swept one lists its values."""
+
+  def one(name: str, short: str) -> str:
+    if name in plan.grid:
+      return f"{short} in {{{', '.join(_num(v) for v in plan.grid[name])}}}"
+    return f"{short} {_num(plan.hp[name])}"
+
+  lr = one("learning_rate", "lr")
+  return f"{lr} ({schedule}), {one('b1', 'b1')}, {one('b2', 'b2')}, {one('eps', 'eps')}"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -265,183 +722,97 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   return "\n".join([line(headers), *(line(r) for r in rows)])
 
 
-def _show_progress(args, steps: int) -> bool:
-  return not args.quiet and steps >= _PROGRESS_MIN_STEPS and sys.stderr.isatty()
-
-
-# ------------------------------------------------------------------ modes
-
-
-def _single_runs(args, problem, hp, out) -> dict[str, Any]:
-  runs = _runs(args)
-  txs = {
-    label: _optimizers.make_optimizer(
-      name, **hp, convention=conv or "pytorch", lr_schedule=args.lr_schedule
-    )
-    for label, name, conv in runs
+def _header(args, plan: _Plan) -> dict[str, Any]:
+  hyperparameters: dict[str, Any] = dict(plan.hp)
+  hyperparameters.update(plan.grid)
+  return {
+    "problem": plan.problem.name,
+    "description": plan.problem.describe(),
+    "steps": args.steps,
+    "hyperparameters": {**hyperparameters, "lr_schedule": args.lr_schedule},
+    "seed": plan.seed,
+    "engine": args.engine,
   }
-  trace_every = args.trace_every
-  if args.plot is not None and trace_every is None:
-    trace_every = max(1, args.steps // _PLOT_POINTS)
-    period = getattr(problem, "period", 1)
-    if trace_every >= period:
-      # Whole periods: every point at the same phase, so the curve shows the
-      # drift of x_t rather than an alias of its within-period sawtooth.
-      trace_every -= trace_every % period
-  if args.plot is not None:
-    # Fail on a missing matplotlib or folder before the runs, not after them.
-    try:
-      import matplotlib  # noqa: F401
-    except ImportError:
-      raise ImportError("--plot needs matplotlib: pip install 'amsgrad-optax[plot]'") from None
-    folder = os.path.dirname(os.path.abspath(args.plot))
-    if not os.path.isdir(folder):
-      raise ValueError(f"--plot: the folder {folder!r} does not exist")
-  results: dict[str, _runner.RunResult] = {}
-  for label, _, _ in runs:
-    results[label] = _runner.run(
-      problem,
-      txs[label],
-      args.steps,
-      seed=args.seed,
-      trace_every=trace_every,
-      progress=_show_progress(args, args.steps),
-      label=label,
-      engine=args.engine,
-    )
-  if args.plot is not None:
-    from amsgrad_optax.synthetic import _plot
 
-    _plot.plot_runs(
-      results,
-      args.plot,
-      problem=problem,
-      title=f"{problem.name}: {args.steps:,} steps, {_fmt_hp(hp, args.lr_schedule)}",
-    )
-  records = []
-  for label, name, conv in runs:
-    r = results[label]
-    records.append(
-      {
-        "label": label,
-        "optimizer": name,
-        "convention": conv,
-        "x_final": r.x_final,
-        "avg_regret": r.avg_regret,
-        "regret": r.regret,
-        "steps": r.steps,
-        "seconds": r.seconds,
-        "compile_seconds": r.compile_seconds,
-      }
-    )
-  if not args.json:
+
+def _emit_header(args, plan: _Plan, out) -> None:
+  """Prints the problem and the hyperparameters before the runs (human output only)."""
+  if args.json:
+    return
+  print(f"{plan.problem.name}: {plan.problem.describe()}", file=out)
+  print(f"{args.steps:,} steps; {_fmt_hp(plan, args.lr_schedule)}\n", file=out)
+  out.flush()
+
+
+def _json_safe(record: dict[str, Any]) -> dict[str, Any]:
+  """Returns ``record`` with every non-finite float replaced by None (JSON null)."""
+  return {
+    k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()
+  }
+
+
+def _emit(args, plan: _Plan, outcome: _Outcome, out) -> None:
+  """Prints the finished runs: the table, or the whole JSON document."""
+  records = outcome.records
+  if args.json:
+    doc = _header(args, plan)
+    if plan.is_sweep:
+      doc.update(
+        grid=plan.grid,
+        seeds=plan.seeds,
+        # Wall time of each optimizer's whole grid, compilation included, and their total.
+        seconds=sum(outcome.grid_seconds.values()),
+        grid_seconds=outcome.grid_seconds,
+        sweep=[_json_safe(r) for r in records],
+      )
+    else:
+      doc["results"] = [_json_safe(r) for r in records]
+    doc["interrupted"] = outcome.interrupted
+    out.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    out.flush()
+    return
+  if plan.is_sweep:
+    headers = ["optimizer", "lr", "b1", "b2", "eps", "seed", "x_final", "avg_regret", "ends at"]
     rows = [
       [
-        rec["label"],
-        f"{rec['x_final']:+.4f}",
-        f"{rec['avg_regret']:.6f}",
-        f"{rec['seconds']:.3f}",
-        f"{rec['compile_seconds']:.3f}",
+        r["label"],
+        *(_num(r[k]) for k in ("learning_rate", "b1", "b2", "eps")),
+        str(r["seed"]),
+        f"{r['x_final']:+.4f}",
+        f"{r['avg_regret']:.6f}",
+        r["ends_at"],
       ]
-      for rec in records
+      for r in records
     ]
-    print(_table(["optimizer", "x_final", "avg_regret", "run s", "compile s"], rows), file=out)
-    if args.plot is not None:
-      print(f"\nwrote {args.plot}", file=out)
-  return {"results": records}
+  else:
+    headers = ["optimizer", "x_final", "avg_regret", "run s", "compile s"]
+    rows = [
+      [
+        r["label"],
+        f"{r['x_final']:+.4f}",
+        f"{r['avg_regret']:.6f}",
+        f"{r['seconds']:.3f}",
+        f"{r['compile_seconds']:.3f}",
+      ]
+      for r in records
+    ]
+  if rows:
+    print(_table(headers, rows), file=out)
+  diverged = list(dict.fromkeys(r["label"] for r in records if r["diverged"]))
+  if diverged:
+    print(f"\ndiverged (x_t or the regret is not finite): {', '.join(diverged)}", file=out)
+  if outcome.plot_written is not None:
+    print(f"\nwrote {outcome.plot_written}", file=out)
+  out.flush()
 
 
-def _sweep_runs(args, problem, hp, out) -> dict[str, Any]:
-  if args.plot is not None:
-    raise ValueError("--plot draws single runs; it cannot be combined with --sweep")
-  grid = {}
-  for flag, key in (
-    ("sweep_lr", "learning_rate"),
-    ("sweep_b1", "b1"),
-    ("sweep_b2", "b2"),
-    ("sweep_eps", "eps"),
-  ):
-    values = getattr(args, flag)
-    if values:
-      grid[key] = list(dict.fromkeys(values))
-  for key, values in _cli_grid(args).items():
-    if key in grid:
-      flag = "--lr" if key == "learning_rate" else f"--{key}"
-      raise ValueError(
-        f"{flag} has several values and --sweep-{flag[2:]} is given too: use one of them"
-      )
-    grid[key] = values
-  if not grid:
-    grid = dict(_DEFAULT_SWEEP)
-  defaults = {k: v for k, v in hp.items() if k not in grid}
-  seeds = list(range(args.seed, args.seed + args.seeds))
-  if seeds[-1] >= 2**31:
-    raise ValueError(f"--seed + --seeds must stay below 2**31, got {seeds[-1]}")
-  # Checked up front, so that a bad value fails before any compilation.
-  _sweep._check_grid(grid)
-  rows_out = []
-  human_rows = []
-  grid_seconds = {}
-  for label, name, conv in _runs(args):
-    t0 = time.perf_counter()
-    table = _sweep.sweep(
-      problem,
-      args.steps,
-      grid,
-      optimizer=name,
-      seeds=seeds,
-      defaults=defaults,
-      convention=conv or "pytorch",
-      lr_schedule=args.lr_schedule,
-      engine=args.engine,
-    )
-    seconds = time.perf_counter() - t0
-    grid_seconds[label] = seconds
-    for row in _sweep.table_rows(table):
-      row = {"label": label, "optimizer": name, "convention": conv, **row, "steps": args.steps}
-      row["ends_at"] = _verdict(problem, row["x_final"])
-      rows_out.append(row)
-      human_rows.append(
-        [
-          label,
-          f"{row['learning_rate']:g}",
-          f"{row['b1']:g}",
-          f"{row['b2']:g}",
-          f"{row['eps']:g}",
-          str(row["seed"]),
-          f"{row['x_final']:+.4f}",
-          f"{row['avg_regret']:.6f}",
-          row["ends_at"],
-        ]
-      )
-    if not args.json:
-      print(
-        f"# {label}: {len(table['seed'])} runs in {seconds:.2f} s (compilation included)",
-        file=sys.stderr,
-      )
-  if not args.json:
-    headers = ["optimizer", "lr", "b1", "b2", "eps", "seed", "x_final", "avg_regret", "ends at"]
-    print(_table(headers, human_rows), file=out)
-  return {
-    "grid": grid,
-    "seeds": seeds,
-    "engine": args.engine,
-    # Wall time of each optimizer's whole grid, compilation included, and their total.
-    "seconds": sum(grid_seconds.values()),
-    "grid_seconds": grid_seconds,
-    "sweep": rows_out,
-  }
-
-
-def _verdict(problem, x: float) -> str:
-  """Returns ``"x*"`` or ``"worst"`` when ``x`` ends within 10% of the interval of either."""
-  worst = problem.upper if problem.x_star == problem.lower else problem.lower
-  tol = 0.1 * (problem.upper - problem.lower)
-  if abs(x - problem.x_star) <= tol:
-    return "x*"
-  if abs(x - worst) <= tol:
-    return "worst"
-  return "-"
+def _interrupted_line(plan: _Plan, outcome: _Outcome) -> str:
+  if plan.is_sweep:
+    done = len(outcome.grid_seconds)
+    what = f"{done} of {len(plan.runs)} optimizers' grids finished"
+  else:
+    what = f"{len(outcome.results)} of {len(plan.runs)} runs finished"
+  return f"{PROG}: interrupted: {what}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -451,49 +822,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv: the arguments, without the program name; None for ``sys.argv[1:]``.
 
   Returns:
-    0 on success; 2 for bad arguments; 1 for a missing optional package or
-    a file that cannot be written.
+    0 on success; 2 for bad arguments (before anything runs); 1 for an
+    output file that cannot be written after all; 130 when interrupted
+    (Ctrl-C), after printing the runs that finished.
   """
   parser = build_parser()
-  args = parser.parse_args(argv)
   out = sys.stdout
   try:
-    problem = _problem(args)
-    hp = _hyperparameters(args)
-    is_sweep = (
-      args.sweep
-      or bool(_cli_grid(args))
-      or any(getattr(args, f) for f in ("sweep_b1", "sweep_b2", "sweep_lr", "sweep_eps"))
-    )
-    # Build every optimizer once with concrete values: bad input fails here.
-    for _, name, conv in _runs(args):
-      _optimizers.make_optimizer(
-        name, **hp, convention=conv or "pytorch", lr_schedule=args.lr_schedule
-      )
-    if args.steps + problem.first_step - 1 > 2**31 - 1:
-      raise ValueError(f"--steps must be below 2**31, got {args.steps}")
-    header = {
-      "problem": problem.name,
-      "description": problem.describe(),
-      "steps": args.steps,
-      "hyperparameters": {**hp, **_cli_grid(args), "lr_schedule": args.lr_schedule},
-      "seed": args.seed,
-    }
-    if not args.json:
-      print(f"{problem.name}: {problem.describe()}", file=out)
-      print(f"{args.steps:,} steps; {_fmt_hp(hp, args.lr_schedule)}\n", file=out)
-    if is_sweep:
-      body = _sweep_runs(args, problem, hp, out)
-    else:
-      body = _single_runs(args, problem, hp, out)
+    args = parser.parse_args(argv)
+    plan = _validate(args)
+  except _UsageError as e:
+    parser.exit(2, f"{PROG}: error: {_one_line(e)}\n")
+  except KeyboardInterrupt:
+    parser.exit(_EXIT_INTERRUPTED, f"{PROG}: interrupted\n")
+  try:
+    _emit_header(args, plan, out)
+    outcome = _execute(args, plan)
+    _write_plot(args, plan, outcome)
   except (ValueError, TypeError) as e:
     parser.exit(2, f"{PROG}: error: {_one_line(e)}\n")
   except (ImportError, OSError) as e:
     parser.exit(1, f"{PROG}: error: {_one_line(e)}\n")
-  if args.json:
-    json.dump({**header, **body}, out, indent=2)
-    out.write("\n")
-  out.flush()
+  _emit(args, plan, outcome, out)
+  if outcome.interrupted:
+    sys.stderr.write(_interrupted_line(plan, outcome))
+    return _EXIT_INTERRUPTED
   return 0
 
 
