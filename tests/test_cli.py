@@ -7,8 +7,11 @@ import json
 import math
 import os
 import pathlib
+import re
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 
 import pytest
@@ -187,3 +190,264 @@ def test_console_script_entry_point_resolves_to_main():
   deps = " ".join(meta["project"]["dependencies"])
   assert "tqdm" in deps  # the default command's progress bar needs no extra
   assert any(d.startswith("matplotlib") for d in meta["project"]["optional-dependencies"]["test"])
+
+
+# ------------------------------------------------------------------ strict JSON, checked outputs
+
+
+def strict_json(text: str):
+  """Parses ``text`` as JSON, refusing the NaN/Infinity tokens that Python's json accepts."""
+
+  def refuse(token):
+    raise ValueError(f"not JSON: {token}")
+
+  return json.loads(text, parse_constant=refuse)
+
+
+def test_json_of_a_diverged_run_is_strict_and_says_so(monkeypatch, capsys):
+  # No flag combination left can make a run diverge (they fail validation), so
+  # the runner is made to return what a diverged run returns.
+  nan, inf = float("nan"), float("inf")
+  real_run = _cli._runner.run
+
+  def diverging_run(problem, tx, steps, **kwargs):
+    r = real_run(problem, tx, steps, **kwargs)
+    return r._replace(x_final=nan, regret=inf, avg_regret=inf) if kwargs["label"] == "adam" else r
+
+  monkeypatch.setattr(_cli._runner, "run", diverging_run)
+  assert _cli.main(["--steps", "1000", "--json"]) == 0
+  out = strict_json(capsys.readouterr().out)
+  adam, ams = out["results"]
+  assert adam["diverged"] is True and ams["diverged"] is False
+  assert adam["x_final"] is None and adam["regret"] is None and adam["avg_regret"] is None
+  assert math.isfinite(ams["x_final"]) and out["interrupted"] is False
+  # The table says so in words as well.
+  assert _cli.main(["--steps", "1000", "--quiet"]) == 0
+  assert "diverged (x_t or the regret is not finite): adam" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+  ("args", "needle"),
+  [
+    # Hyperparameters that float32, the runs' dtype, rounds to an invalid value.
+    (["--b2", "0.99999999"], "--b2 0.99999999 rounds to 1 in float32"),
+    (["--b1", "0.999999999"], "--b1 0.999999999 rounds to 1 in float32"),
+    (["--sweep-b2", "0.9", "0.99999999"], "--sweep-b2 0.99999999 rounds to 1 in float32"),
+    (["--lr", "1e300"], "--lr 1e+300 overflows float32"),
+    (["--eps", "1e39"], "--eps 1e+39 overflows float32"),
+    (["--eps", "1e-50"], "--eps 1e-50 is below the smallest normal float32 number"),
+    (["--lr", "nan"], "--lr must be a finite number, got nan"),
+    (["--b2", "0.1", "0.1000000001"], "--b2 0.1 and 0.1000000001 are the same number in float32"),
+    (["--problem", "theorem1", "--theorem1-c", "1e20"], "--theorem1-c 1e+20: C^2 overflows"),
+    (["--problem", "theorem1", "--theorem1-c", "1.5e19"], "--theorem1-c 1.5e+19 gives b2 ="),
+    # Flags that would be ignored.
+    (["--theorem1-c", "0"], "--theorem1-c applies to --problem theorem1 only"),
+    (["--seed", "3"], "--seed applies to --problem stochastic only"),
+    (["--seeds", "3", "--sweep"], "--seeds applies to --problem stochastic only"),
+    (
+      ["--optimizer", "adam", "--convention", "optax"],
+      "--convention applies to --optimizer amsgrad",
+    ),
+    (["--optimizer", "sgd", "--b2", "0.5"], "--b2 is not used by --optimizer sgd"),
+    (["--optimizer", "sgd", "--sweep-eps", "0", "1"], "--sweep-eps is not used by --optimizer sgd"),
+    (["--trace-every", "5"], "--trace-every sets the points of --plot"),
+    # Outputs, in the user's terms.
+    (["--engine", "fast", "--plot", "x.png"], "use --engine auto (the default) or scan"),
+    (["--lr", "0.1", "0.2", "--plot", "x.png"], "it cannot be combined with --sweep"),
+    (["--plot", "fig.jpx"], "--plot: matplotlib cannot write '.jpx' files"),
+    (["--plot", "/proc/x.png", "--json"], "--plot: cannot write '/proc/x.png'"),
+    (["--plot", "/no/such/folder/f.png"], "--plot: the folder '/no/such/folder' does not exist"),
+  ],
+)
+def test_usage_errors_exit_2_before_anything_runs(args, needle, monkeypatch, capsys):
+  def no_run(*a, **k):
+    raise AssertionError("a run started")
+
+  monkeypatch.setattr(_cli._runner, "run", no_run)
+  monkeypatch.setattr(_cli._sweep, "sweep", no_run)
+  with pytest.raises(SystemExit) as exc:
+    _cli.main([*args, "--steps", "1000"])
+  assert exc.value.code == 2
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  assert captured.err.count("\n") == 1 and captured.err.startswith("amsgrad-synthetic: error: ")
+  assert needle in captured.err
+
+
+def test_plot_into_an_existing_folder_is_refused_and_writes_nothing(tmp_path, capsys):
+  folder = tmp_path / "dir"
+  folder.mkdir()
+  with pytest.raises(SystemExit) as exc:
+    _cli.main(["--steps", "1000", "--plot", str(folder)])
+  assert exc.value.code == 2
+  assert f"--plot: '{folder}' is a folder" in capsys.readouterr().err
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"]  # no dir.png
+
+
+def test_plot_without_a_suffix_names_the_file_it_writes(tmp_path, capsys):
+  assert _cli.main(["--steps", "2020", "--plot", str(tmp_path / "fig"), "--quiet"]) == 0
+  assert f"wrote {tmp_path / 'fig.png'}\n" in capsys.readouterr().out
+  assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_missing_matplotlib_is_a_usage_error(monkeypatch, capsys):
+  for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+    monkeypatch.setitem(sys.modules, name, None)
+  monkeypatch.setitem(sys.modules, "matplotlib", None)
+  with pytest.raises(SystemExit) as exc:
+    _cli.main(["--steps", "1000", "--plot", "x.png"])
+  assert exc.value.code == 2
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  assert captured.err == (
+    "amsgrad-synthetic: error: --plot needs matplotlib, which is not installed: "
+    "pip install 'amsgrad-optax[plot]'\n"
+  )
+
+
+def test_sweep_table_tells_close_values_apart_and_its_header_claims_no_single_beta(capsys):
+  args = ["--optimizer", "adam", "--b2", "0.999999", "0.9999999", "--steps", "1000", "--quiet"]
+  assert _cli.main(args) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert (
+    lines[1] == "1,000 steps; lr 0.01 (constant), b1 0.9, b2 in {0.999999, 0.9999999}, eps 1e-08"
+  )
+  rows = [line.split() for line in lines[3:]]
+  assert [r[3] for r in rows[1:]] == ["0.999999", "0.9999999"]
+  assert _cli.main(["--sweep", "--optimizer", "adam", "--steps", "1000", "--quiet"]) == 0
+  header = capsys.readouterr().out.splitlines()[1]
+  assert header == (
+    "1,000 steps; lr 0.01 (constant), b1 in {0, 0.5, 0.9}, b2 in {0.9, 0.99, 0.999, 0.9999}, "
+    "eps 1e-08"
+  )
+
+
+# ------------------------------------------------------------------ interrupts and progress
+
+
+def interrupt_second_run(monkeypatch):
+  """Makes the second run (or sweep) raise KeyboardInterrupt, as Ctrl-C during it does."""
+  calls = []
+  real_run, real_sweep = _cli._runner.run, _cli._sweep.sweep
+
+  def wrap(real):
+    def fn(*args, **kwargs):
+      calls.append(1)
+      if len(calls) == 2:
+        raise KeyboardInterrupt
+      return real(*args, **kwargs)
+
+    return fn
+
+  monkeypatch.setattr(_cli._runner, "run", wrap(real_run))
+  monkeypatch.setattr(_cli._sweep, "sweep", wrap(real_sweep))
+
+
+def test_interrupt_keeps_the_finished_runs_in_json(monkeypatch, capsys):
+  interrupt_second_run(monkeypatch)
+  args = ["--steps", "2000", "--json", "--optimizer", "sgd", "adam", "amsgrad"]
+  assert _cli.main(args) == 130
+  captured = capsys.readouterr()
+  out = strict_json(captured.out)
+  assert out["interrupted"] is True
+  (sgd,) = out["results"]
+  x, avg = ref_online("sgd", 2000)
+  assert sgd["label"] == "sgd" and sgd["x_final"] == pytest.approx(x, abs=1e-4)
+  assert captured.err == "amsgrad-synthetic: interrupted: 1 of 3 runs finished\n"
+
+
+def test_interrupt_keeps_the_finished_rows_of_a_table_and_of_a_sweep(monkeypatch, capsys):
+  interrupt_second_run(monkeypatch)
+  assert _cli.main(["--steps", "2000", "--optimizer", "sgd", "adam", "--quiet"]) == 130
+  captured = capsys.readouterr()
+  rows = captured.out.splitlines()[3:]
+  assert [r.split()[0] for r in rows] == ["optimizer", "sgd"]
+  assert captured.err == "amsgrad-synthetic: interrupted: 1 of 2 runs finished\n"
+  interrupt_second_run(monkeypatch)
+  args = ["--sweep-b1", "0", "0.9", "--steps", "1500", "--optimizer", "adam", "amsgrad", "--json"]
+  assert _cli.main(args) == 130
+  captured = capsys.readouterr()
+  out = strict_json(captured.out)
+  assert out["interrupted"] is True
+  assert [(r["label"], r["b1"]) for r in out["sweep"]] == [("adam", 0.0), ("adam", 0.9)]
+  assert "interrupted: 1 of 2 optimizers' grids finished" in captured.err
+
+
+def spawn(*args: str, **kwargs) -> subprocess.Popen:
+  """Starts the command line; it prints "ready" on stderr once imported, before main runs."""
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+  code = (
+    "import sys; from amsgrad_optax.synthetic import _cli; "
+    "print('ready', file=sys.stderr, flush=True); sys.exit(_cli.main(sys.argv[1:]))"
+  )
+  # Started with SIGINT handled even if this process ignores it (as a background job does).
+  old = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=ROOT, **kwargs)
+  finally:
+    signal.signal(signal.SIGINT, old)
+
+
+def test_sigint_without_a_terminal_stops_a_long_fast_run_with_strict_json():
+  # 2e9 steps of the fast engine take minutes on CPU; an interrupt must land
+  # between its host calls of about 0.1 s, not after the whole run.
+  proc = spawn(
+    "--steps", "2e9", "--json", "--optimizer", "amsgrad",
+    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+  )  # fmt: skip
+  try:
+    assert proc.stderr.readline() == "ready\n"
+    time.sleep(3.0)  # into the compilation or the run
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+  assert proc.returncode == 130, err
+  doc = strict_json(out)
+  assert doc["interrupted"] is True and doc["results"] == []
+  assert err.splitlines()[-1] == "amsgrad-synthetic: interrupted: 0 of 1 runs finished"
+
+
+def test_progress_bar_moves_during_a_fast_run_and_ctrl_c_stops_it():
+  # stderr on a terminal: the bar shows. It must advance several times before
+  # the run ends (the fast engine used to jump from 0% to done).
+  import fcntl
+  import pty
+  import struct
+  import termios
+
+  leader, follower = pty.openpty()
+  # A terminal of 30 rows, 100 columns (tqdm draws nothing on one of width 0).
+  fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+  proc = spawn(
+    "--steps", "2e9", "--optimizer", "adam",
+    stdout=subprocess.PIPE, stderr=follower, text=True,
+  )  # fmt: skip
+  os.close(follower)
+  seen, buf = set(), b""
+  try:
+    deadline = time.monotonic() + 120
+    while len(seen) < 3 and time.monotonic() < deadline and proc.poll() is None:
+      try:
+        chunk = os.read(leader, 4096)
+      except OSError:
+        break
+      buf += chunk
+      # tqdm draws "adam:  12%|#...| 240M/2.00G [...]"
+      seen.update(re.findall(rb"\| *([0-9.]+[kMG]?)/2\.00G", buf))
+      seen.discard(b"0")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    try:
+      while chunk := os.read(leader, 4096):
+        buf += chunk
+    except OSError:
+      pass
+  finally:
+    proc.kill()
+    os.close(leader)
+  assert len(seen) >= 3, buf[-500:]
+  assert proc.returncode == 130
+  assert out.splitlines()[0].startswith("online: ")
+  assert b"amsgrad-synthetic: interrupted: 0 of 1 runs finished" in buf

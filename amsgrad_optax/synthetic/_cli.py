@@ -627,17 +627,20 @@ def _execute_sweep(args, plan: _Plan, outcome: _Outcome) -> None:
   defaults = {k: v for k, v in plan.hp.items() if k not in plan.grid}
   for label, name, conv in plan.runs:
     t0 = time.perf_counter()
-    table = _sweep.sweep(
-      plan.problem,
-      args.steps,
-      plan.grid,
-      optimizer=name,
-      seeds=plan.seeds,
-      defaults=defaults,
-      convention=conv or "pytorch",
-      lr_schedule=args.lr_schedule,
-      engine=args.engine,
-    )
+    # A sweep is one compiled call, traced, compiled and run at once: Ctrl-C
+    # takes effect when it returns (cutting tracing short would crash at exit).
+    with _runner.deferred_interrupt():
+      table = _sweep.sweep(
+        plan.problem,
+        args.steps,
+        plan.grid,
+        optimizer=name,
+        seeds=plan.seeds,
+        defaults=defaults,
+        convention=conv or "pytorch",
+        lr_schedule=args.lr_schedule,
+        engine=args.engine,
+      )
     seconds = time.perf_counter() - t0
     outcome.grid_seconds[label] = seconds
     for row in _sweep.table_rows(table):

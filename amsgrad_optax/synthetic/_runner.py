@@ -197,6 +197,33 @@ def _as_key(seed: int | None, key: jax.Array | None) -> jax.Array:
   return key
 
 
+@contextlib.contextmanager
+def deferred_interrupt():
+  """Holds back Ctrl-C (SIGINT) inside the block, and raises KeyboardInterrupt when it ends.
+
+  XLA's tracing and compilation must not be cut short: a KeyboardInterrupt
+  raised inside them leaves the process to crash at exit. Outside the main
+  thread, or where SIGINT is not Python's default handler, it does nothing.
+  """
+  import signal
+  import threading
+
+  if (
+    threading.current_thread() is not threading.main_thread()
+    or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+  ):
+    yield
+    return
+  received = []
+  previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  if received:
+    raise KeyboardInterrupt
+
+
 # ------------------------------------------------------------------ the step
 
 
@@ -491,9 +518,10 @@ def _run_fast(problem, spec, steps, key, dtype, progress, label) -> RunResult:
   dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
   hp = {n: jnp.asarray(getattr(spec, n)).astype(dtype) for n in _HYPERPARAMETERS}
   t0 = time.perf_counter()
-  compiled = _compiled_fast(
-    problem, spec.name, spec.convention, spec.lr_schedule, steps, dtype, key.shape, key.dtype
-  )
+  with deferred_interrupt():
+    compiled = _compiled_fast(
+      problem, spec.name, spec.convention, spec.lr_schedule, steps, dtype, key.shape, key.dtype
+    )
   compile_seconds = time.perf_counter() - t0
   n_chunks = _fast.num_chunks(steps)
   per_chunk = _fast.chunk_steps(steps)
@@ -603,9 +631,10 @@ def run(
   key = _as_key(seed, key)
   carry = _init_carry(problem, tx, dtype)
   t0 = time.perf_counter()
-  compiled = _compiled_advance(
-    problem, tx, block, chunk_blocks, unroll, carry.x.dtype, key.shape, key.dtype
-  )
+  with deferred_interrupt():
+    compiled = _compiled_advance(
+      problem, tx, block, chunk_blocks, unroll, carry.x.dtype, key.shape, key.dtype
+    )
   compile_seconds = time.perf_counter() - t0
 
   chunks: list[tuple[int, int, jax.Array, jax.Array]] = []
