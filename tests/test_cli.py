@@ -244,6 +244,7 @@ def test_json_of_a_diverged_run_is_strict_and_says_so(monkeypatch, capsys):
     (["--theorem1-c", "0"], "--theorem1-c applies to --problem theorem1 only"),
     (["--seed", "3"], "--seed applies to --problem stochastic only"),
     (["--seeds", "3", "--sweep"], "--seeds applies to --problem stochastic only"),
+    (["--problem", "stochastic", "--seeds", "3"], "--seeds applies to sweeps"),
     (
       ["--optimizer", "adam", "--convention", "optax"],
       "--convention applies to --optimizer amsgrad",
@@ -451,3 +452,36 @@ def test_progress_bar_moves_during_a_fast_run_and_ctrl_c_stops_it():
   assert proc.returncode == 130
   assert out.splitlines()[0].startswith("online: ")
   assert b"amsgrad-synthetic: interrupted: 0 of 1 runs finished" in buf
+
+
+# ------------------------------------------------------------------ the examples' --help
+
+
+@pytest.mark.parametrize(
+  "script", ["flax_nnx_digits.py", "flax_linen_digits.py", "distributed_data_parallel.py"]
+)
+def test_example_help_explains_every_flag_and_its_default(script):
+  proc = subprocess.run(
+    [sys.executable, str(ROOT / "examples" / script), "--help"],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    cwd=ROOT,
+    env={**os.environ, "COLUMNS": "200"},  # one line per flag
+  )
+  assert proc.returncode == 0, proc.stderr
+  options = proc.stdout.split("options:\n", 1)[1]
+  entries: list[list[str]] = []  # [invocation, help text]
+  for line in options.splitlines():
+    if line.startswith("  -"):
+      invocation, _, text = line.strip().partition("  ")
+      entries.append([invocation, text.strip()])
+    elif line.startswith("    ") and entries:
+      entries[-1][1] += " " + line.strip()
+  flags = [inv.split()[0].rstrip(",") for inv, _ in entries]
+  assert "--steps" in flags and len(flags) >= 6
+  for invocation, text in entries:
+    if invocation.startswith("-h"):
+      continue
+    assert text.strip() and not text.startswith("(default:"), f"{script}: {invocation}: no help"
+    assert "(default: " in text, f"{script}: {invocation} does not show its default"

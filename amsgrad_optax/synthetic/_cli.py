@@ -488,6 +488,11 @@ def _validate(args: argparse.Namespace) -> _Plan:
     or any(len(v) > 1 for v in values.values())
     or any(getattr(args, a) for a in _SWEEP_FLAGS.values())
   )
+  if args.seeds is not None and not is_sweep:
+    raise _UsageError(
+      "--seeds applies to sweeps (--sweep, --sweep-*, or several values of --lr, --b1, --b2 "
+      "or --eps); a single run takes --seed"
+    )
   grid = _sweep_grid(args, values) if is_sweep else {}
   runs = _runs(args)
   seed = 0 if args.seed is None else args.seed
