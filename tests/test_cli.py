@@ -485,3 +485,21 @@ def test_example_help_explains_every_flag_and_its_default(script):
       continue
     assert text.strip() and not text.startswith("(default:"), f"{script}: {invocation}: no help"
     assert "(default: " in text, f"{script}: {invocation} does not show its default"
+
+
+def test_a_reader_that_goes_away_ends_the_command_without_a_traceback():
+  # As `amsgrad-synthetic ... | head -1` does once head has its line.
+  proc = spawn("--steps", "1000", "--quiet", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  assert proc.stderr.readline() == b"ready\n"
+  proc.stdout.close()
+  err = proc.stderr.read().decode()
+  proc.wait(timeout=120)
+  assert proc.returncode == 1
+  assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_json_names_the_plot_it_wrote(tmp_path, capsys):
+  assert _cli.main(["--steps", "2020", "--json", "--plot", str(tmp_path / "f.svg")]) == 0
+  doc = strict_json(capsys.readouterr().out)
+  assert doc["plot"] == str(tmp_path / "f.svg")
+  assert (tmp_path / "f.svg").read_text().lstrip().startswith("<?xml")

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -65,16 +66,22 @@ hyperparameters:
 --json output (strict JSON: no NaN or Infinity tokens):
   problem, description, steps, seed, engine; hyperparameters: each a number,
   or a list for the swept ones, and lr_schedule; interrupted: true when
-  Ctrl-C stopped the command (the runs that finished are listed).
+  Ctrl-C stopped the command (the runs that finished are listed); plot:
+  the file written, with --plot.
   single runs: results, one object per run: label, optimizer, convention
     (null but for amsgrad), x_final, avg_regret (R(T)/T), regret (R(T)),
     steps, seconds, compile_seconds, diverged.
-  sweeps: sweep, one object per run: label, optimizer, convention, lr, b1,
-    b2, eps (learning_rate is the lr), seed, x_final, regret, avg_regret,
-    steps, ends_at ("x*", "worst", "-" or "diverged"), diverged; and grid,
-    seeds, seconds, grid_seconds.
+  sweeps: sweep, one object per run: label, optimizer, convention,
+    learning_rate, b1, b2, eps, seed, x_final, regret, avg_regret, steps,
+    ends_at ("x*", "worst", "-" or "diverged"), diverged; and grid, seeds,
+    seconds, grid_seconds.
   diverged is true when x_final or the regret is not finite; such a number
   is written as null.
+
+Ctrl-C prints the runs that finished (the table, or the JSON with
+"interrupted": true), says so on stderr and exits 130. Single runs stop
+within a fraction of a second; a sweep stops when the grid it is running
+returns (press Ctrl-C twice to stop at once).
 
 exit status: 0 done; 2 bad arguments (one line on stderr, before anything
 runs); 1 an output file that could not be written; 130 interrupted.
@@ -133,10 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
   """Returns the command line's argument parser."""
   p = _Parser(
     prog=PROG,
+    # Wrapped by hand: the raw formatter keeps the epilog's layout, and lines.
     description=(
-      "Run the synthetic experiments of Reddi, Kale & Kumar (ICLR 2018), where Adam "
-      "provably converges to the worst point and AMSGrad to the optimum, compiled with "
-      "JAX: by default on the blocked, time-parallel fast engine."
+      "Run the synthetic experiments of Reddi, Kale & Kumar (ICLR 2018), where Adam\n"
+      "provably converges to the worst point and AMSGrad to the optimum, compiled\n"
+      "with JAX: by default on the blocked, time-parallel fast engine."
     ),
     epilog=_EPILOG,
     formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -241,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   g = p.add_argument_group(
     "sweep",
-    "Run a grid of hyperparameters (and seeds) as one vmapped call per optimizer, "
-    "sharded over the devices when there are several. Any --sweep-* flag implies "
+    "Run a grid of hyperparameters (and seeds) as one vmapped call per optimizer,\n"
+    "sharded over the devices when there are several. Any --sweep-* flag implies\n"
     "--sweep; --sweep alone runs b1 in {0, 0.5, 0.9} x b2 in {0.9, 0.99, 0.999, 0.9999}.",
   )
   g.add_argument("--sweep", action="store_true", help="run a grid instead of single runs")
@@ -775,6 +783,8 @@ def _emit(args, plan: _Plan, outcome: _Outcome, out) -> None:
       )
     else:
       doc["results"] = [_json_safe(r) for r in records]
+    if plan.plot is not None:
+      doc["plot"] = outcome.plot_written
     doc["interrupted"] = outcome.interrupted
     out.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     out.flush()
@@ -847,15 +857,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     _emit_header(args, plan, out)
     outcome = _execute(args, plan)
     _write_plot(args, plan, outcome)
+  except BrokenPipeError:
+    return _reader_gone()
   except (ValueError, TypeError) as e:
     parser.exit(2, f"{PROG}: error: {_one_line(e)}\n")
   except (ImportError, OSError) as e:
     parser.exit(1, f"{PROG}: error: {_one_line(e)}\n")
-  _emit(args, plan, outcome, out)
+  try:
+    _emit(args, plan, outcome, out)
+  except BrokenPipeError:
+    return _reader_gone()
   if outcome.interrupted:
     sys.stderr.write(_interrupted_line(plan, outcome))
     return _EXIT_INTERRUPTED
   return 0
+
+
+def _reader_gone() -> int:
+  """Returns the exit status when stdout's reader has gone (``| head``): quietly, as cat does."""
+  try:
+    # Later flushes (at exit) must not fail again: point stdout at /dev/null.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+  except (OSError, ValueError, AttributeError):
+    pass
+  return 1
 
 
 def _one_line(e: BaseException) -> str:
