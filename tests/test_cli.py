@@ -390,11 +390,14 @@ def spawn(*args: str, **kwargs) -> subprocess.Popen:
     signal.signal(signal.SIGINT, old)
 
 
-def test_sigint_without_a_terminal_stops_a_long_fast_run_with_strict_json():
-  # 2e9 steps of the fast engine take minutes on CPU; an interrupt must land
-  # between its host calls of about 0.1 s, not after the whole run.
+@pytest.mark.parametrize("engine", ["fast", "scan"])
+def test_sigint_without_a_terminal_stops_a_long_run_with_strict_json(engine):
+  # 2e9 steps take seconds (fast) to minutes (scan) on CPU; an interrupt must
+  # land between the host calls of a run, not after the whole run.
+  # Four runs, so that a faster machine is still running one when the signal comes.
   proc = spawn(
-    "--steps", "2e9", "--json", "--optimizer", "amsgrad",
+    "--steps", "2e9", "--json", "--optimizer", "amsgrad", "--engine", engine,
+    "--convention", "pytorch", "keras", "optax", "paper",
     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
   )  # fmt: skip
   try:
@@ -406,8 +409,13 @@ def test_sigint_without_a_terminal_stops_a_long_fast_run_with_strict_json():
     proc.kill()
   assert proc.returncode == 130, err
   doc = strict_json(out)
-  assert doc["interrupted"] is True and doc["results"] == []
-  assert err.splitlines()[-1] == "amsgrad-synthetic: interrupted: 0 of 1 runs finished"
+  assert doc["interrupted"] is True
+  finished = len(doc["results"])
+  assert finished < 4
+  assert [r["label"] for r in doc["results"]] == [
+    f"amsgrad ({c})" for c in ("pytorch", "keras", "optax", "paper")[:finished]
+  ]
+  assert err.splitlines()[-1] == f"amsgrad-synthetic: interrupted: {finished} of 4 runs finished"
 
 
 def test_progress_bar_moves_during_a_fast_run_and_ctrl_c_stops_it():
@@ -503,3 +511,31 @@ def test_json_names_the_plot_it_wrote(tmp_path, capsys):
   doc = strict_json(capsys.readouterr().out)
   assert doc["plot"] == str(tmp_path / "f.svg")
   assert (tmp_path / "f.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_figure_has_log_t_axes_readable_regret_ticks_and_a_legend_off_the_curves(
+  monkeypatch, tmp_path
+):
+  from matplotlib.figure import Figure
+
+  drawn = []
+  monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: drawn.append(self))
+  args = ["--steps", "50500", "--plot", str(tmp_path / "f.png"), "--quiet"]
+  assert _cli.main([*args, "--convention", "pytorch", "optax"]) == 0
+  (fig,) = drawn
+  fig.draw_without_rendering()  # lays out the ticks and their labels
+  ax_r, ax_x = fig.axes
+  assert ax_r.get_xscale() == ax_x.get_xscale() == "log"
+  assert (ax_r.get_ylabel(), ax_x.get_ylabel(), ax_x.get_xlabel()) == ("$R_t / t$", "$x_t$", "$t$")
+  # The runs end near R/t = 0.3-0.5 (the reference loop's figures): those ticks carry labels.
+  low, high = ax_r.get_ylim()
+  labels = {t.get_text() for t in ax_r.get_yticklabels() if low <= t.get_position()[1] <= high}
+  assert {"0.3", "0.4", "0.5"} <= labels, labels
+  # One legend, outside both panels, with each run's final R_T/T.
+  assert ax_r.get_legend() is None and ax_x.get_legend() is None
+  (legend,) = fig.legends
+  texts = [t.get_text() for t in legend.get_texts()]
+  _, avg = ref_online("amsgrad (optax)", 50500)
+  assert f"amsgrad (optax), $R_T/T$ = {avg:#.3g}" in texts
+  # The first steps are drawn: the t axis starts within the first period.
+  assert min(line.get_xdata()[0] for line in ax_x.get_lines()[:3]) <= 101

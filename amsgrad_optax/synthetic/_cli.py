@@ -534,6 +534,10 @@ def _validate(args: argparse.Namespace) -> _Plan:
       # The plot's t axis is logarithmic: a second, short run traced 50 times
       # as often draws the first steps, where the main trace has few points.
       early_every = _trace_every(problem, trace_every // 50)
+      if trace_every >= getattr(problem, "period", 1):
+        # Whole periods too: a phase that drifts from point to point draws the
+        # within-period sawtooth as a thick band.
+        early_every = max(early_every, problem.period)
       if early_every < trace_every and 2 * early_every * _PLOT_POINTS <= args.steps:
         early = (early_every * _PLOT_POINTS, early_every)
   # Second line of defence: the library's own checks, in its words.
@@ -565,9 +569,10 @@ def _trace_every(problem: _problems.Problem, every: int) -> int:
   """Returns ``every`` (at least 1) rounded to whole periods of an online problem."""
   every = max(1, every)
   period = getattr(problem, "period", 1)
-  if every >= period / 2:
+  if every >= period / 8:
     # Whole periods: every point at the same phase, so the curve shows the
-    # drift of x_t rather than an alias of its within-period sawtooth.
+    # drift of x_t rather than an alias of its within-period sawtooth (a
+    # thick band); below an eighth of a period the points draw the sawtooth.
     every = max(period, every - every % period)
   return every
 

@@ -12,6 +12,7 @@ from amsgrad_optax.synthetic import _problems, _runner
 
 #: The format written when the file name has no suffix (the suffix is added).
 DEFAULT_FORMAT = "png"
+_LINESTYLES = ("-", "--", "-.", ":")
 
 
 def output_path(path: str | os.PathLike, *, check_writable: bool = False) -> tuple[str, str]:
@@ -97,11 +98,12 @@ def plot_runs(
   r"""Writes a figure of :math:`R_t/t` and :math:`x_t` against :math:`t`, one curve per run.
 
   Two panels side by side, as in Figure 1 of the paper: the average regret
-  (on a log scale when it stays positive) and the iterate, both against
+  (on a log scale when it stays positive over the second half of the run,
+  which sets its range) and the iterate, both against
   :math:`t` on a log scale, so that the first thousands of steps, where Adam
   is pushed to the worst point, are as visible as the long drift that
-  follows. Each curve's final :math:`R_T/T` is written at its end, and one
-  legend below the panels names the runs. matplotlib is imported only here,
+  follows. One legend below the panels names the runs, with each one's
+  final :math:`R_T/T`. matplotlib is imported only here,
   and draws through its Agg canvas, so no display is needed.
 
   Args:
@@ -136,41 +138,43 @@ def plot_runs(
 
   fig = Figure(figsize=(11, 4.8), layout="constrained")
   ax_r, ax_x = fig.subplots(1, 2)
-  all_positive = True
-  finals = []
-  for label, res in results.items():
+  for i, (label, res) in enumerate(results.items()):
     tr = res.trace
-    (line,) = ax_r.plot(tr.t, tr.avg_regret, label=label, linewidth=1.4)
-    ax_x.plot(tr.t, tr.x, color=line.get_color(), linewidth=1.4)
-    all_positive &= bool(np.all(np.asarray(tr.avg_regret) > 0))
-    finals.append((float(tr.t[-1]), float(tr.avg_regret[-1]), line.get_color()))
+    # The final value in the legend: it reads exactly, and overlaps no curve.
+    name = f"{label}, $R_T/T$ = {_final_label(float(tr.avg_regret[-1]))}"
+    # Runs that coincide (conventions that agree) stay visible: each its own dash.
+    style = {"linewidth": 1.4, "linestyle": _LINESTYLES[i % len(_LINESTYLES)]}
+    (line,) = ax_r.plot(tr.t, tr.avg_regret, label=name, **style)
+    ax_x.plot(tr.t, tr.x, color=line.get_color(), **style)
   for ax in (ax_r, ax_x):
     ax.set_xscale("log")
     ax.set_xlabel("$t$")
     ax.grid(True, which="major", alpha=0.35)
     ax.grid(True, which="minor", alpha=0.12)
-  if all_positive:
-    ax_r.set_yscale("log")
+  # The y range follows the second half of the run on the log-t axis: the first
+  # steps' swings (R_t/t of hundreds, or negative before the first large
+  # gradient) would flatten what follows; they run off the top or bottom.
+  tails = []
+  for res in results.values():
+    t = np.asarray(res.trace.t, np.float64)
+    tails.append(np.asarray(res.trace.avg_regret, np.float64)[t >= np.sqrt(t[0] * t[-1])])
+  tail = np.concatenate(tails)
+  tail = tail[np.isfinite(tail)]
+  if tail.size and tail.min() > 0:
+    low, high = tail.min() / 1.4, tail.max() * 1.4
+    ax_r.set_yscale("log", nonpositive="mask")
+    ax_r.set_ylim(low, high)
     # Enough labelled ticks that a value such as 0.33 reads off the axis: every
     # 1..9 within a decade or so, 1, 2, 3, 5 over a few, the powers of 10 beyond.
-    values = np.concatenate([np.asarray(r.trace.avg_regret, np.float64) for r in results.values()])
-    decades = np.log10(values.max() / values.min()) if values.size else 0.0
+    decades = np.log10(high / low)
     subs = (1.0,) if decades > 4 else (1.0, 2.0, 3.0, 5.0) if decades > 1.5 else np.arange(1, 10)
     ax_r.yaxis.set_major_locator(LogLocator(subs=subs))
     ax_r.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax_r.yaxis.set_minor_formatter(NullFormatter())
-  # The final value of each curve, at its end.
-  for t_end, value, color in finals:
-    ax_r.annotate(
-      _final_label(value),
-      (t_end, value),
-      xytext=(4, 0),
-      textcoords="offset points",
-      va="center",
-      fontsize=8,
-      color=color,
-    )
-  ax_r.margins(x=0.12)
+  elif tail.size:
+    low, high = float(tail.min()), float(tail.max())
+    pad = 0.1 * max(high - low, abs(high), 1e-12)
+    ax_r.set_ylim(min(low - pad, 0.0), high + pad)
   ax_r.set_ylabel("$R_t / t$")
   ax_r.set_title("average regret")
   ax_x.set_ylabel("$x_t$")
@@ -186,7 +190,7 @@ def plot_runs(
     handles + x_handles,
     labels + x_labels,
     loc="outside lower center",
-    ncol=min(len(labels) + len(x_labels), 5),
+    ncol=min(len(labels) + len(x_labels), 3),
     frameon=False,
   )
   if title:
