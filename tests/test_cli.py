@@ -252,6 +252,7 @@ def test_json_of_a_diverged_run_is_strict_and_says_so(monkeypatch, capsys):
     (["--optimizer", "sgd", "--b2", "0.5"], "--b2 is not used by --optimizer sgd"),
     (["--optimizer", "sgd", "--sweep-eps", "0", "1"], "--sweep-eps is not used by --optimizer sgd"),
     (["--trace-every", "5"], "--trace-every sets the points of --plot"),
+    (["--optimizer", "sgd", "--sweep"], "--sweep alone sweeps b1 and b2, which --optimizer sgd"),
     # Outputs, in the user's terms.
     (["--engine", "fast", "--plot", "x.png"], "use --engine auto (the default) or scan"),
     (["--lr", "0.1", "0.2", "--plot", "x.png"], "it cannot be combined with --sweep"),

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import numpy as np
 
@@ -502,6 +502,13 @@ def _validate(args: argparse.Namespace) -> _Plan:
       "or --eps); a single run takes --seed"
     )
   grid = _sweep_grid(args, values) if is_sweep else {}
+  optimizers = list(dict.fromkeys(args.optimizer))
+  unused = [k for k in grid if not any(o in _USED_BY[k] for o in optimizers)]
+  if unused:  # only the default grid can get here: given flags were checked
+    raise _UsageError(
+      f"--sweep alone sweeps {' and '.join(unused)}, which --optimizer {' '.join(optimizers)} "
+      "does not use: give the values to sweep, e.g. --sweep-lr 0.01 0.1"
+    )
   runs = _runs(args)
   seed = 0 if args.seed is None else args.seed
   seeds = list(range(seed, seed + (args.seeds or 1)))
@@ -591,7 +598,7 @@ class _Outcome:
   plot_written: str | None = None
 
 
-def _show_progress(args, steps: int) -> bool:
+def _show_progress(args: argparse.Namespace, steps: int) -> bool:
   return not args.quiet and steps >= _PROGRESS_MIN_STEPS and sys.stderr.isatty()
 
 
@@ -599,7 +606,7 @@ def _finite(*values: float) -> bool:
   return all(math.isfinite(v) for v in values)
 
 
-def _execute_single(args, plan: _Plan, outcome: _Outcome) -> None:
+def _execute_single(args: argparse.Namespace, plan: _Plan, outcome: _Outcome) -> None:
   for label, name, conv in plan.runs:
     tx = _optimizers.make_optimizer(
       name, **plan.hp, convention=conv or "pytorch", lr_schedule=args.lr_schedule
@@ -641,7 +648,7 @@ def _merge_traces(early: _runner.Trace, main: _runner.Trace) -> _runner.Trace:
   return _runner.Trace(*(np.concatenate([a, b[keep]]) for a, b in zip(early, main, strict=True)))
 
 
-def _execute_sweep(args, plan: _Plan, outcome: _Outcome) -> None:
+def _execute_sweep(args: argparse.Namespace, plan: _Plan, outcome: _Outcome) -> None:
   defaults = {k: v for k, v in plan.hp.items() if k not in plan.grid}
   for label, name, conv in plan.runs:
     t0 = time.perf_counter()
@@ -673,7 +680,7 @@ def _execute_sweep(args, plan: _Plan, outcome: _Outcome) -> None:
       )
 
 
-def _execute(args, plan: _Plan) -> _Outcome:
+def _execute(args: argparse.Namespace, plan: _Plan) -> _Outcome:
   """Runs the plan; on Ctrl-C returns what finished, marked interrupted."""
   outcome = _Outcome(records=[])
   try:
@@ -686,7 +693,7 @@ def _execute(args, plan: _Plan) -> _Outcome:
   return outcome
 
 
-def _write_plot(args, plan: _Plan, outcome: _Outcome) -> None:
+def _write_plot(args: argparse.Namespace, plan: _Plan, outcome: _Outcome) -> None:
   """Draws the finished runs into the checked ``--plot`` file, if one was asked for."""
   if plan.plot is None or not outcome.results:
     return
@@ -704,7 +711,7 @@ def _write_plot(args, plan: _Plan, outcome: _Outcome) -> None:
     outcome.interrupted = True
 
 
-def _verdict(problem, x: float) -> str:
+def _verdict(problem: _problems.Problem, x: float) -> str:
   """Returns ``"x*"`` or ``"worst"`` when ``x`` ends within 10% of the interval of either."""
   worst = problem.upper if problem.x_star == problem.lower else problem.lower
   tol = 0.1 * (problem.upper - problem.lower)
@@ -743,7 +750,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   return "\n".join([line(headers), *(line(r) for r in rows)])
 
 
-def _header(args, plan: _Plan) -> dict[str, Any]:
+def _header(args: argparse.Namespace, plan: _Plan) -> dict[str, Any]:
   hyperparameters: dict[str, Any] = dict(plan.hp)
   hyperparameters.update(plan.grid)
   return {
@@ -756,7 +763,7 @@ def _header(args, plan: _Plan) -> dict[str, Any]:
   }
 
 
-def _emit_header(args, plan: _Plan, out) -> None:
+def _emit_header(args: argparse.Namespace, plan: _Plan, out: TextIO) -> None:
   """Prints the problem and the hyperparameters before the runs (human output only)."""
   if args.json:
     return
@@ -772,7 +779,7 @@ def _json_safe(record: dict[str, Any]) -> dict[str, Any]:
   }
 
 
-def _emit(args, plan: _Plan, outcome: _Outcome, out) -> None:
+def _emit(args: argparse.Namespace, plan: _Plan, outcome: _Outcome, out: TextIO) -> None:
   """Prints the finished runs: the table, or the whole JSON document."""
   records = outcome.records
   if args.json:
