@@ -275,7 +275,7 @@ def test_cli_theorem1_c_grid_rejects_every_bad_c(capsys):
     _cli.main(["--problem", "theorem1", "--theorem1-c", "3", "1.5"])
   assert e.value.code == 2
   err = capsys.readouterr().err
-  assert "c must be > 2" in err and "got 1.5" in err
+  assert "--theorem1-c must be a finite number > 2" in err and "got 1.5" in err
 
 
 @pytest.mark.parametrize(
