@@ -292,6 +292,17 @@ def test_plot_without_a_suffix_names_the_file_it_writes(tmp_path, capsys):
   assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_plot_of_the_stochastic_problem_draws_it(tmp_path, capsys):
+  # The stochastic problem has no period: the plot's early trace must not ask for one.
+  png = tmp_path / "s.png"
+  assert (
+    _cli.main(["--problem", "stochastic", "--steps", "20000", "--json", "--plot", str(png)]) == 0
+  )
+  doc = strict_json(capsys.readouterr().out)
+  assert doc["plot"] == str(png) and png.read_bytes()[:4] == b"\x89PNG"
+  assert [r["optimizer"] for r in doc["results"]] == ["adam", "amsgrad"]
+
+
 def test_missing_matplotlib_is_a_usage_error(monkeypatch, capsys):
   for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
     monkeypatch.setitem(sys.modules, name, None)

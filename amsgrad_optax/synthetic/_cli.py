@@ -539,6 +539,7 @@ def _validate(args: argparse.Namespace) -> _Plan:
   _check_applies(args)
   _resolve_defaults(args)
   cs = _theorem1_cs(args)
+  problem: _problems.Problem
   if args.problem == "theorem1":
     for c in cs:  # every C, not only the first
       _check_theorem1_c(c)
@@ -635,10 +636,11 @@ def _validate(args: argparse.Namespace) -> _Plan:
       # The plot's t axis is logarithmic: a second, short run traced 50 times
       # as often draws the first steps, where the main trace has few points.
       early_every = _trace_every(problem, trace_every // 50)
-      if trace_every >= getattr(problem, "period", 1):
+      period = getattr(problem, "period", None)  # the stochastic problem has none
+      if period is not None and trace_every >= period:
         # Whole periods too: a phase that drifts from point to point draws the
         # within-period sawtooth as a thick band.
-        early_every = max(early_every, problem.period)
+        early_every = max(early_every, period)
       if early_every < trace_every and 2 * early_every * _PLOT_POINTS <= args.steps:
         early = (early_every * _PLOT_POINTS, early_every)
   # Second line of defence: the library's own checks, in its words.
@@ -721,6 +723,7 @@ def _execute_single(args: argparse.Namespace, plan: _Plan, outcome: _Outcome) ->
     if plan.early_trace is not None:
       early_steps, early_every = plan.early_trace
       e = _runner.run(plan.problem, tx, early_steps, seed=plan.seed, trace_every=early_every)
+      assert e.trace is not None and r.trace is not None  # both ran with trace_every
       outcome.results[label] = r._replace(trace=_merge_traces(e.trace, r.trace))
     outcome.records.append(
       {

@@ -275,23 +275,24 @@ def _chunk(state: FastState, t0: jax.Array, hp: dict[str, jax.Array], ctx) -> Fa
     nu_max = jnp.maximum(q_max, _exclusive_max(q_max[-1], state.nu_max)[None])
 
     # 4. The steps, as the optimizer computes them.
-    if name == "adam":
-      u = (m / bc1) / (jnp.sqrt(v / bc2) + eps)
-    elif name == "adamnc":
+    if name == "adamnc":
       u = m / (jnp.sqrt(v) + eps)
     else:
-      m_hat = m
-      if not conv.correct_mu:
-        bc1 = None
-      if conv.nu_correction == "step":
-        m_hat = m * (jnp.sqrt(bc2) / bc1)
-      elif bc1 is not None:
-        m_hat = m / bc1
-      den = jnp.sqrt(nu_max)
-      if conv.nu_correction == "denominator":
-        den = den / jnp.sqrt(bc2)
-      den = den + eps
-      u = jnp.where(den == 0, jnp.zeros_like(m_hat), m_hat / den)
+      assert bc1 is not None and bc2 is not None  # adam and amsgrad have their tables
+      if name == "adam":
+        u = (m / bc1) / (jnp.sqrt(v / bc2) + eps)
+      else:
+        m_hat = m
+        # (Every convention that corrects nu in the step corrects mu too.)
+        if conv.nu_correction == "step":
+          m_hat = m * (jnp.sqrt(bc2) / bc1)
+        elif conv.correct_mu:
+          m_hat = m / bc1
+        den = jnp.sqrt(nu_max)
+        if conv.nu_correction == "denominator":
+          den = den / jnp.sqrt(bc2)
+        den = den + eps
+        u = jnp.where(den == 0, jnp.zeros_like(m_hat), m_hat / den)
     # Only AMSGrad has a running maximum: carrying one for Adam out of the call
     # would make XLA compute it (some 7% of Adam's run) where it was dead code.
     nu_max_out = nu_max[-1, -1] if name == "amsgrad" else state.nu_max
@@ -467,5 +468,5 @@ def simulate(
   Returns:
     The final point and the regret as a double-word pair.
   """
-  out = simulate_batch(problem, spec, steps, key[None], dtype)
-  return tuple(a[0] for a in out)
+  x, regret, residual = simulate_batch(problem, spec, steps, key[None], dtype)
+  return x[0], regret[0], residual[0]

@@ -142,9 +142,11 @@ def plot_runs(
     ImportError: if matplotlib is not installed (``pip install
       'amsgrad-optax[plot]'``).
   """
+  traces = {}
   for label, res in results.items():
     if res.trace is None:
       raise ValueError(f"results[{label!r}] has no trace: run it with trace_every set")
+    traces[label] = res.trace
   try:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -156,8 +158,7 @@ def plot_runs(
 
   fig = Figure(figsize=(11, 4.8), layout="constrained")
   ax_r, ax_x = fig.subplots(1, 2)
-  for i, (label, res) in enumerate(results.items()):
-    tr = res.trace
+  for i, (label, tr) in enumerate(traces.items()):
     # The final value in the legend: it reads exactly, and overlaps no curve.
     name = f"{label}, $R_T/T$ = {_final_label(float(tr.avg_regret[-1]))}"
     # Runs that coincide (conventions that agree) stay visible: each its own dash.
@@ -173,9 +174,9 @@ def plot_runs(
   # steps' swings (R_t/t of hundreds, or negative before the first large
   # gradient) would flatten what follows; they run off the top or bottom.
   tails = []
-  for res in results.values():
-    t = np.asarray(res.trace.t, np.float64)
-    tails.append(np.asarray(res.trace.avg_regret, np.float64)[t >= np.sqrt(t[0] * t[-1])])
+  for tr in traces.values():
+    t = np.asarray(tr.t, np.float64)
+    tails.append(np.asarray(tr.avg_regret, np.float64)[t >= np.sqrt(t[0] * t[-1])])
   tail = np.concatenate(tails)
   tail = tail[np.isfinite(tail)]
   if tail.size and tail.min() > 0:
@@ -185,7 +186,9 @@ def plot_runs(
     # Enough labelled ticks that a value such as 0.33 reads off the axis: every
     # 1..9 within a decade or so, 1, 2, 3, 5 over a few, the powers of 10 beyond.
     decades = np.log10(high / low)
-    subs = (1.0,) if decades > 4 else (1.0, 2.0, 3.0, 5.0) if decades > 1.5 else np.arange(1, 10)
+    subs: tuple[float, ...] = (
+      (1.0,) if decades > 4 else (1.0, 2.0, 3.0, 5.0) if decades > 1.5 else tuple(range(1, 10))
+    )
     ax_r.yaxis.set_major_locator(LogLocator(subs=subs))
     ax_r.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax_r.yaxis.set_minor_formatter(NullFormatter())

@@ -18,7 +18,7 @@ import contextlib
 import functools
 import sys
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -537,9 +537,12 @@ def _run_fast(problem, spec, steps, key, dtype, progress, label) -> RunResult:
   n_chunks = _fast.num_chunks(steps)
   per_chunk = _fast.chunk_steps(steps)
   # Host arrays: the first call takes them in, with no device op to dispatch first.
-  m, v, nu_max, regret, compensation = (np.zeros((1,), dtype) for _ in range(5))
-  x0 = np.full((1,), problem.x0, dtype)
-  state = _fast.FastState(m, v, nu_max, x0, regret, compensation)
+  # (Typed as the device arrays the compiled call returns in their place.)
+  zeros = [cast(jax.Array, np.zeros((1,), dtype)) for _ in range(5)]
+  x0 = cast(jax.Array, np.full((1,), problem.x0, dtype))
+  state = _fast.FastState(
+    m=zeros[0], v=zeros[1], nu_max=zeros[2], x=x0, regret=zeros[3], compensation=zeros[4]
+  )
   t0 = time.perf_counter()
   with _progress_bar(steps, label, progress) as bar:
     # Calls of about _TARGET_CALL_SECONDS each, so that the bar moves and an
