@@ -1109,6 +1109,12 @@ def _validate_figures(args: argparse.Namespace) -> _FigurePlan:
         raise _UsageError(f"--phase-map runs one lr, got --lr {' '.join(_num(v) for v in args.lr)}")
       learning_rate = args.lr[0]
       _check_hyperparameter("learning_rate", learning_rate, "--lr")
+    steps = _figures.PHASE_MAP_STEPS if args.steps is None else args.steps
+    if not _fast.fits(_problems.theorem1(c[0]), steps, len(c) * len(b2)):
+      raise _UsageError(
+        f"--phase-map runs on the fast engine, which cannot run --steps {steps}: its last "
+        "block would pass step 2**31 - 1; give fewer steps"
+      )
   figures = []
   for flag, path in asked:
     image, json_path = _check_figure_output(flag, path)
