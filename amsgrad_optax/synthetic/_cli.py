@@ -92,8 +92,8 @@ hyperparameters:
 Ctrl-C prints the runs that finished (the table, or the JSON with
 "interrupted": true), says so on stderr and exits 130. Single runs stop
 within a fraction of a second; a sweep stops when the grid it is running
-returns, and --figure1 and --phase-map only between the two figures
-(press Ctrl-C twice to stop at once).
+returns, and a figure (--figure1, --phase-map) when it is done, before the
+next one starts (press Ctrl-C twice to stop at once).
 
 exit status: 0 done; 2 bad arguments (one line on stderr, before anything
 runs); 1 an output file that could not be written; 130 interrupted.
