@@ -378,6 +378,7 @@ def adamx(
   )
   tx = _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask, skip_nonfinite)
   # Its step from nu_max is the "paper" convention's, so diagnostics read it as that.
-  config = ("paper", learning_rate, b1, b2, eps, eps_root, 1.0 if b1_decay is None else b1_decay)
-  config += (0.0 if weight_decay is None else weight_decay,)
-  return _config.record(tx, _config.AmsgradConfig(*config))
+  decay = 1.0 if b1_decay is None else b1_decay
+  wd = 0.0 if weight_decay is None else weight_decay
+  config = _config.AmsgradConfig("paper", learning_rate, b1, b2, eps, eps_root, decay, wd)
+  return _config.record(tx, config)

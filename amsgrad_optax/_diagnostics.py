@@ -87,7 +87,7 @@ def _needed(conv: _conventions.Convention) -> tuple[str, ...]:
   return tuple(names)
 
 
-_RANGES = {
+_RANGES: dict[str, dict[str, Any]] = {
   "learning_rate": {"low": 0.0},
   "b1": {"low": 0.0, "high": 1.0},
   "b2": {"low": 0.0, "high": 1.0},

@@ -132,9 +132,19 @@ def _positive_int(text: str) -> int:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--num-processes", type=_positive_int, default=1)
-  parser.add_argument("--process-id", type=int, default=0)
+  parser = argparse.ArgumentParser(
+    description=__doc__.split("\n\n")[0],
+    formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+  )
+  parser.add_argument(
+    "--num-processes",
+    type=_positive_int,
+    default=1,
+    help="how many processes run this script together",
+  )
+  parser.add_argument(
+    "--process-id", type=int, default=0, help="this process's index, 0 .. --num-processes - 1"
+  )
   parser.add_argument(
     "--port",
     type=int,
@@ -152,8 +162,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     help="let jax.distributed.initialize() read the cluster's environment (SLURM, Open MPI, "
     "Kubernetes, Cloud TPU) instead of the three flags above",
   )
-  parser.add_argument("--steps", type=_positive_int, default=20)
-  parser.add_argument("--learning-rate", type=float, default=1e-2)
+  parser.add_argument("--steps", type=_positive_int, default=20, help="training steps")
+  parser.add_argument("--learning-rate", type=float, default=1e-2, help="AMSGrad's learning rate")
   parser.add_argument("--out", default=None, help="write the final params here (.npz)")
   args = parser.parse_args(argv)
   if not args.cluster and not 0 <= args.process_id < args.num_processes:

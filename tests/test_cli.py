@@ -7,8 +7,11 @@ import json
 import math
 import os
 import pathlib
+import re
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 
 import pytest
@@ -132,12 +135,12 @@ def test_bad_input_exits_with_one_line(args, needle):
 @pytest.mark.parametrize(
   ("args", "needle"),
   [
-    (["--lr", "-1"], "learning_rate must be in [0, inf), got -1.0"),
+    (["--lr", "-1"], "--lr must be in [0, inf), got -1.0"),
     (["--steps", "abc"], "argument --steps: must be a positive integer, got 'abc'"),
     (["--steps", "1.5e3"], None),  # accepted: 1500
     (["--sweep-b2", "1.5"], "b2 must be in [0, 1), got 1.5"),
     (["--sweep", "--plot", "x.png"], "cannot be combined with --sweep"),
-    (["--problem", "theorem1", "--theorem1-c", "1"], "c must be > 2"),
+    (["--problem", "theorem1", "--theorem1-c", "1"], "--theorem1-c must be a finite number > 2"),
     (["--seed", "-1"], "argument --seed: must be an integer in [0, 2**31)"),
     (["--plot", "/no/such/folder/f.png"], "--plot: the folder '/no/such/folder' does not exist"),
   ],
@@ -187,3 +190,364 @@ def test_console_script_entry_point_resolves_to_main():
   deps = " ".join(meta["project"]["dependencies"])
   assert "tqdm" in deps  # the default command's progress bar needs no extra
   assert any(d.startswith("matplotlib") for d in meta["project"]["optional-dependencies"]["test"])
+
+
+# ------------------------------------------------------------------ strict JSON, checked outputs
+
+
+def strict_json(text: str):
+  """Parses ``text`` as JSON, refusing the NaN/Infinity tokens that Python's json accepts."""
+
+  def refuse(token):
+    raise ValueError(f"not JSON: {token}")
+
+  return json.loads(text, parse_constant=refuse)
+
+
+def test_json_of_a_diverged_run_is_strict_and_says_so(monkeypatch, capsys):
+  # No flag combination left can make a run diverge (they fail validation), so
+  # the runner is made to return what a diverged run returns.
+  nan, inf = float("nan"), float("inf")
+  real_run = _cli._runner.run
+
+  def diverging_run(problem, tx, steps, **kwargs):
+    r = real_run(problem, tx, steps, **kwargs)
+    return r._replace(x_final=nan, regret=inf, avg_regret=inf) if kwargs["label"] == "adam" else r
+
+  monkeypatch.setattr(_cli._runner, "run", diverging_run)
+  assert _cli.main(["--steps", "1000", "--json"]) == 0
+  out = strict_json(capsys.readouterr().out)
+  adam, ams = out["results"]
+  assert adam["diverged"] is True and ams["diverged"] is False
+  assert adam["x_final"] is None and adam["regret"] is None and adam["avg_regret"] is None
+  assert math.isfinite(ams["x_final"]) and out["interrupted"] is False
+  # The table says so in words as well.
+  assert _cli.main(["--steps", "1000", "--quiet"]) == 0
+  assert "diverged (x_t or the regret is not finite): adam" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+  ("args", "needle"),
+  [
+    # Hyperparameters that float32, the runs' dtype, rounds to an invalid value.
+    (["--b2", "0.99999999"], "--b2 0.99999999 rounds to 1 in float32"),
+    (["--b1", "0.999999999"], "--b1 0.999999999 rounds to 1 in float32"),
+    (["--sweep-b2", "0.9", "0.99999999"], "--sweep-b2 0.99999999 rounds to 1 in float32"),
+    (["--lr", "1e300"], "--lr 1e+300 overflows float32"),
+    (["--eps", "1e39"], "--eps 1e+39 overflows float32"),
+    (["--eps", "1e-50"], "--eps 1e-50 is below the smallest normal float32 number"),
+    (["--lr", "nan"], "--lr must be a finite number, got nan"),
+    (["--b2", "0.1", "0.1000000001"], "--b2 0.1 and 0.1000000001 are the same number in float32"),
+    (["--problem", "theorem1", "--theorem1-c", "1e20"], "--theorem1-c 1e+20: C^2 overflows"),
+    (["--problem", "theorem1", "--theorem1-c", "1.5e19"], "--theorem1-c 1.5e+19 gives b2 ="),
+    # Flags that would be ignored.
+    (["--theorem1-c", "0"], "--theorem1-c applies to --problem theorem1 only"),
+    (["--seed", "3"], "--seed applies to --problem stochastic only"),
+    (["--seeds", "3", "--sweep"], "--seeds applies to --problem stochastic only"),
+    (["--problem", "stochastic", "--seeds", "3"], "--seeds applies to sweeps"),
+    (
+      ["--optimizer", "adam", "--convention", "optax"],
+      "--convention applies to --optimizer amsgrad",
+    ),
+    (["--optimizer", "sgd", "--b2", "0.5"], "--b2 is not used by --optimizer sgd"),
+    (["--optimizer", "sgd", "--sweep-eps", "0", "1"], "--sweep-eps is not used by --optimizer sgd"),
+    (["--trace-every", "5"], "--trace-every sets the points of --plot"),
+    (["--optimizer", "sgd", "--sweep"], "--sweep alone sweeps b1 and b2, which --optimizer sgd"),
+    # Outputs, in the user's terms.
+    (["--engine", "fast", "--plot", "x.png"], "use --engine auto (the default) or scan"),
+    (["--lr", "0.1", "0.2", "--plot", "x.png"], "it cannot be combined with --sweep"),
+    (["--plot", "fig.jpx"], "--plot: matplotlib cannot write '.jpx' files"),
+    (["--plot", "/proc/x.png", "--json"], "--plot: cannot write '/proc/x.png'"),
+    (["--plot", "/no/such/folder/f.png"], "--plot: the folder '/no/such/folder' does not exist"),
+  ],
+)
+def test_usage_errors_exit_2_before_anything_runs(args, needle, monkeypatch, capsys):
+  def no_run(*a, **k):
+    raise AssertionError("a run started")
+
+  monkeypatch.setattr(_cli._runner, "run", no_run)
+  monkeypatch.setattr(_cli._sweep, "sweep", no_run)
+  with pytest.raises(SystemExit) as exc:
+    _cli.main([*args, "--steps", "1000"])
+  assert exc.value.code == 2
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  assert captured.err.count("\n") == 1 and captured.err.startswith("amsgrad-synthetic: error: ")
+  assert needle in captured.err
+
+
+def test_plot_into_an_existing_folder_is_refused_and_writes_nothing(tmp_path, capsys):
+  folder = tmp_path / "dir"
+  folder.mkdir()
+  with pytest.raises(SystemExit) as exc:
+    _cli.main(["--steps", "1000", "--plot", str(folder)])
+  assert exc.value.code == 2
+  assert f"--plot: '{folder}' is a folder" in capsys.readouterr().err
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"]  # no dir.png
+
+
+def test_plot_without_a_suffix_names_the_file_it_writes(tmp_path, capsys):
+  assert _cli.main(["--steps", "2020", "--plot", str(tmp_path / "fig"), "--quiet"]) == 0
+  assert f"wrote {tmp_path / 'fig.png'}\n" in capsys.readouterr().out
+  assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_of_the_stochastic_problem_draws_it(tmp_path, capsys):
+  # The stochastic problem has no period: the plot's early trace must not ask for one.
+  png = tmp_path / "s.png"
+  assert (
+    _cli.main(["--problem", "stochastic", "--steps", "20000", "--json", "--plot", str(png)]) == 0
+  )
+  doc = strict_json(capsys.readouterr().out)
+  assert doc["plot"] == str(png) and png.read_bytes()[:4] == b"\x89PNG"
+  assert [r["optimizer"] for r in doc["results"]] == ["adam", "amsgrad"]
+
+
+def test_missing_matplotlib_is_a_usage_error(monkeypatch, capsys):
+  for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+    monkeypatch.setitem(sys.modules, name, None)
+  monkeypatch.setitem(sys.modules, "matplotlib", None)
+  with pytest.raises(SystemExit) as exc:
+    _cli.main(["--steps", "1000", "--plot", "x.png"])
+  assert exc.value.code == 2
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  assert captured.err == (
+    "amsgrad-synthetic: error: --plot needs matplotlib, which is not installed: "
+    "pip install 'amsgrad-optax[plot]'\n"
+  )
+
+
+def test_sweep_table_tells_close_values_apart_and_its_header_claims_no_single_beta(capsys):
+  args = ["--optimizer", "adam", "--b2", "0.999999", "0.9999999", "--steps", "1000", "--quiet"]
+  assert _cli.main(args) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert (
+    lines[1] == "1,000 steps; lr 0.01 (constant), b1 0.9, b2 in {0.999999, 0.9999999}, eps 1e-08"
+  )
+  rows = [line.split() for line in lines[3:]]
+  assert [r[3] for r in rows[1:]] == ["0.999999", "0.9999999"]
+  assert _cli.main(["--sweep", "--optimizer", "adam", "--steps", "1000", "--quiet"]) == 0
+  header = capsys.readouterr().out.splitlines()[1]
+  assert header == (
+    "1,000 steps; lr 0.01 (constant), b1 in {0, 0.5, 0.9}, b2 in {0.9, 0.99, 0.999, 0.9999}, "
+    "eps 1e-08"
+  )
+
+
+# ------------------------------------------------------------------ interrupts and progress
+
+
+def interrupt_second_run(monkeypatch):
+  """Makes the second run (or sweep) raise KeyboardInterrupt, as Ctrl-C during it does."""
+  calls = []
+  real_run, real_sweep = _cli._runner.run, _cli._sweep.sweep
+
+  def wrap(real):
+    def fn(*args, **kwargs):
+      calls.append(1)
+      if len(calls) == 2:
+        raise KeyboardInterrupt
+      return real(*args, **kwargs)
+
+    return fn
+
+  monkeypatch.setattr(_cli._runner, "run", wrap(real_run))
+  monkeypatch.setattr(_cli._sweep, "sweep", wrap(real_sweep))
+
+
+def test_interrupt_keeps_the_finished_runs_in_json(monkeypatch, capsys):
+  interrupt_second_run(monkeypatch)
+  args = ["--steps", "2000", "--json", "--optimizer", "sgd", "adam", "amsgrad"]
+  assert _cli.main(args) == 130
+  captured = capsys.readouterr()
+  out = strict_json(captured.out)
+  assert out["interrupted"] is True
+  (sgd,) = out["results"]
+  x, avg = ref_online("sgd", 2000)
+  assert sgd["label"] == "sgd" and sgd["x_final"] == pytest.approx(x, abs=1e-4)
+  assert captured.err == "amsgrad-synthetic: interrupted: 1 of 3 runs finished\n"
+
+
+def test_interrupt_keeps_the_finished_rows_of_a_table_and_of_a_sweep(monkeypatch, capsys):
+  interrupt_second_run(monkeypatch)
+  assert _cli.main(["--steps", "2000", "--optimizer", "sgd", "adam", "--quiet"]) == 130
+  captured = capsys.readouterr()
+  rows = captured.out.splitlines()[3:]
+  assert [r.split()[0] for r in rows] == ["optimizer", "sgd"]
+  assert captured.err == "amsgrad-synthetic: interrupted: 1 of 2 runs finished\n"
+  interrupt_second_run(monkeypatch)
+  args = ["--sweep-b1", "0", "0.9", "--steps", "1500", "--optimizer", "adam", "amsgrad", "--json"]
+  assert _cli.main(args) == 130
+  captured = capsys.readouterr()
+  out = strict_json(captured.out)
+  assert out["interrupted"] is True
+  assert [(r["label"], r["b1"]) for r in out["sweep"]] == [("adam", 0.0), ("adam", 0.9)]
+  assert "interrupted: 1 of 2 optimizers' grids finished" in captured.err
+
+
+def spawn(*args: str, **kwargs) -> subprocess.Popen:
+  """Starts the command line; it prints "ready" on stderr once imported, before main runs."""
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+  code = (
+    "import sys; from amsgrad_optax.synthetic import _cli; "
+    "print('ready', file=sys.stderr, flush=True); sys.exit(_cli.main(sys.argv[1:]))"
+  )
+  # Started with SIGINT handled even if this process ignores it (as a background job does).
+  old = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=ROOT, **kwargs)
+  finally:
+    signal.signal(signal.SIGINT, old)
+
+
+@pytest.mark.parametrize("engine", ["fast", "scan"])
+def test_sigint_without_a_terminal_stops_a_long_run_with_strict_json(engine):
+  # 2e9 steps take seconds (fast) to minutes (scan) on CPU; an interrupt must
+  # land between the host calls of a run, not after the whole run.
+  # Four runs, so that a faster machine is still running one when the signal comes.
+  proc = spawn(
+    "--steps", "2e9", "--json", "--optimizer", "amsgrad", "--engine", engine,
+    "--convention", "pytorch", "keras", "optax", "paper",
+    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+  )  # fmt: skip
+  try:
+    assert proc.stderr.readline() == "ready\n"
+    time.sleep(3.0)  # into the compilation or the run
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+  assert proc.returncode == 130, err
+  doc = strict_json(out)
+  assert doc["interrupted"] is True
+  finished = len(doc["results"])
+  assert finished < 4
+  assert [r["label"] for r in doc["results"]] == [
+    f"amsgrad ({c})" for c in ("pytorch", "keras", "optax", "paper")[:finished]
+  ]
+  assert err.splitlines()[-1] == f"amsgrad-synthetic: interrupted: {finished} of 4 runs finished"
+
+
+def test_progress_bar_moves_during_a_fast_run_and_ctrl_c_stops_it():
+  # stderr on a terminal: the bar shows. It must advance several times before
+  # the run ends (the fast engine used to jump from 0% to done).
+  import fcntl
+  import pty
+  import struct
+  import termios
+
+  leader, follower = pty.openpty()
+  # A terminal of 30 rows, 100 columns (tqdm draws nothing on one of width 0).
+  fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+  proc = spawn(
+    "--steps", "2e9", "--optimizer", "adam",
+    stdout=subprocess.PIPE, stderr=follower, text=True,
+  )  # fmt: skip
+  os.close(follower)
+  seen, buf = set(), b""
+  try:
+    deadline = time.monotonic() + 120
+    while len(seen) < 3 and time.monotonic() < deadline and proc.poll() is None:
+      try:
+        chunk = os.read(leader, 4096)
+      except OSError:
+        break
+      buf += chunk
+      # tqdm draws "adam:  12%|#...| 240M/2.00G [...]"
+      seen.update(re.findall(rb"\| *([0-9.]+[kMG]?)/2\.00G", buf))
+      seen.discard(b"0")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    try:
+      while chunk := os.read(leader, 4096):
+        buf += chunk
+    except OSError:
+      pass
+  finally:
+    proc.kill()
+    os.close(leader)
+  assert len(seen) >= 3, buf[-500:]
+  assert proc.returncode == 130
+  assert out.splitlines()[0].startswith("online: ")
+  assert b"amsgrad-synthetic: interrupted: 0 of 1 runs finished" in buf
+
+
+# ------------------------------------------------------------------ the examples' --help
+
+
+@pytest.mark.parametrize(
+  "script", ["flax_nnx_digits.py", "flax_linen_digits.py", "distributed_data_parallel.py"]
+)
+def test_example_help_explains_every_flag_and_its_default(script):
+  proc = subprocess.run(
+    [sys.executable, str(ROOT / "examples" / script), "--help"],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    cwd=ROOT,
+    env={**os.environ, "COLUMNS": "200"},  # one line per flag
+  )
+  assert proc.returncode == 0, proc.stderr
+  options = proc.stdout.split("options:\n", 1)[1]
+  entries: list[list[str]] = []  # [invocation, help text]
+  for line in options.splitlines():
+    if line.startswith("  -"):
+      invocation, _, text = line.strip().partition("  ")
+      entries.append([invocation, text.strip()])
+    elif line.startswith("    ") and entries:
+      entries[-1][1] += " " + line.strip()
+  flags = [inv.split()[0].rstrip(",") for inv, _ in entries]
+  assert "--steps" in flags and len(flags) >= 6
+  for invocation, text in entries:
+    if invocation.startswith("-h"):
+      continue
+    assert text.strip() and not text.startswith("(default:"), f"{script}: {invocation}: no help"
+    assert "(default: " in text, f"{script}: {invocation} does not show its default"
+
+
+def test_a_reader_that_goes_away_ends_the_command_without_a_traceback():
+  # As `amsgrad-synthetic ... | head -1` does once head has its line.
+  proc = spawn("--steps", "1000", "--quiet", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  assert proc.stderr.readline() == b"ready\n"
+  proc.stdout.close()
+  err = proc.stderr.read().decode()
+  proc.wait(timeout=120)
+  assert proc.returncode == 1
+  assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_json_names_the_plot_it_wrote(tmp_path, capsys):
+  assert _cli.main(["--steps", "2020", "--json", "--plot", str(tmp_path / "f.svg")]) == 0
+  doc = strict_json(capsys.readouterr().out)
+  assert doc["plot"] == str(tmp_path / "f.svg")
+  assert (tmp_path / "f.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_figure_has_log_t_axes_readable_regret_ticks_and_a_legend_off_the_curves(
+  monkeypatch, tmp_path
+):
+  from matplotlib.figure import Figure
+
+  drawn = []
+  monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: drawn.append(self))
+  args = ["--steps", "50500", "--plot", str(tmp_path / "f.png"), "--quiet"]
+  assert _cli.main([*args, "--convention", "pytorch", "optax"]) == 0
+  (fig,) = drawn
+  fig.draw_without_rendering()  # lays out the ticks and their labels
+  ax_r, ax_x = fig.axes
+  assert ax_r.get_xscale() == ax_x.get_xscale() == "log"
+  assert (ax_r.get_ylabel(), ax_x.get_ylabel(), ax_x.get_xlabel()) == ("$R_t / t$", "$x_t$", "$t$")
+  # The runs end near R/t = 0.3-0.5 (the reference loop's figures): those ticks carry labels.
+  low, high = ax_r.get_ylim()
+  labels = {t.get_text() for t in ax_r.get_yticklabels() if low <= t.get_position()[1] <= high}
+  assert {"0.3", "0.4", "0.5"} <= labels, labels
+  # One legend, outside both panels, with each run's final R_T/T.
+  assert ax_r.get_legend() is None and ax_x.get_legend() is None
+  (legend,) = fig.legends
+  texts = [t.get_text() for t in legend.get_texts()]
+  _, avg = ref_online("amsgrad (optax)", 50500)
+  assert f"amsgrad (optax), $R_T/T$ = {avg:#.3g}" in texts
+  # The first steps are drawn: the t axis starts within the first period.
+  assert min(line.get_xdata()[0] for line in ax_x.get_lines()[:3]) <= 101

@@ -184,14 +184,19 @@ def test_sweep_engines_agree_and_match_float64_loop(small_chunks):
 
 
 def _count_fast_calls(monkeypatch):
+  """Records the optimizer's name each time the fast engine is traced (run() or simulate())."""
   calls = []
-  real = _fast.simulate_batch
 
-  def spy(*args, **kwargs):
-    calls.append(args[1].name)
-    return real(*args, **kwargs)
+  def spy_on(real):
+    def spy(*args, **kwargs):
+      calls.append(args[1].name)
+      return real(*args, **kwargs)
 
-  monkeypatch.setattr(_fast, "simulate_batch", spy)
+    return spy
+
+  # simulate() runs simulate_batch; run() calls advance_batch from the host, chunk by chunk.
+  for name in ("simulate_batch", "advance_batch"):
+    monkeypatch.setattr(_fast, name, spy_on(getattr(_fast, name)))
   return calls
 
 
@@ -319,7 +324,7 @@ def test_cli_engines_agree(capsys):
   ("argv", "message"),
   [
     (["--lr", "0.1", "0.2", "--sweep-lr", "0.3"], "--lr has several values"),
-    (["--engine", "fast", "--plot", "x.png"], "engine='fast' cannot run this"),
+    (["--engine", "fast", "--plot", "x.png"], "which --engine fast does not record"),
     (["--engine", "warp"], "invalid choice: 'warp'"),
   ],
 )

@@ -275,7 +275,7 @@ def test_cli_theorem1_c_grid_rejects_every_bad_c(capsys):
     _cli.main(["--problem", "theorem1", "--theorem1-c", "3", "1.5"])
   assert e.value.code == 2
   err = capsys.readouterr().err
-  assert "c must be > 2" in err and "got 1.5" in err
+  assert "--theorem1-c must be a finite number > 2" in err and "got 1.5" in err
 
 
 @pytest.mark.parametrize(
@@ -294,3 +294,99 @@ def test_cli_figure_flags_bad_input_exits_with_one_line(args, needle, capsys):
     _cli.main(args)
   assert e.value.code == 2
   assert needle in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the command line's checks
+
+
+def _no_run(*a, **k):
+  raise AssertionError("a run started")
+
+
+@pytest.mark.parametrize(
+  ("args", "needle"),
+  [
+    (
+      ["--figure1", "f.png", "--b1", "0.5"],
+      "--figure1 draws a whole figure; it cannot be combined",
+    ),
+    (["--phase-map", "p.png", "--sweep"], "cannot be combined with --sweep"),
+    (["--figure1", "f.png", "--problem", "stochastic"], "cannot be combined with --problem"),
+    (["--figure1", "f.png", "--lr", "1"], "--lr applies to --phase-map only"),
+    (["--figure1", "f.png", "--theorem1-c", "3", "6"], "--theorem1-c applies to --phase-map only"),
+    (["--phase-map", "p.png", "--seed", "3"], "--seed applies to --figure1's stochastic panel"),
+    (["--phase-map", "p.png", "--theorem1-c", "5"], "give at least 2 values of --theorem1-c"),
+    (["--phase-map", "p.png", "--b2", "0.5"], "give at least 2 values of --b2"),
+    (["--phase-map", "p.png", "--b2", "0.5", "0.99999999"], "--b2 0.99999999 rounds to 1 in"),
+    (["--phase-map", "p.png", "--theorem1-c", "3", "1e20"], "--theorem1-c 1e+20: C^2 overflows"),
+    (["--phase-map", "p.png", "--lr", "1e300"], "--lr 1e+300 overflows float32"),
+    (["--figure1", "f.png", "--convention", "pytorch", "optax"], "one AMSGrad convention"),
+    (["--figure1", "a.png", "--phase-map", "a.svg"], "would both write 'a.json'"),
+    (["--figure1", "f.jpx"], "--figure1: matplotlib cannot write '.jpx' files"),
+    (["--phase-map", "taken.png"], "--phase-map: 'taken.json' is a folder"),
+  ],
+)
+def test_cli_figure_flags_are_checked_before_anything_runs(
+  args, needle, tmp_path, monkeypatch, capsys
+):
+  pytest.importorskip("matplotlib")
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "taken.json").mkdir()  # where --phase-map taken.png would write its numbers
+  monkeypatch.setattr(synthetic._figures, "figure1", _no_run)
+  monkeypatch.setattr(synthetic._figures, "theorem1_phase_map", _no_run)
+  with pytest.raises(SystemExit) as e:
+    _cli.main(args)
+  assert e.value.code == 2
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  assert captured.err.count("\n") == 1 and captured.err.startswith("amsgrad-synthetic: error: ")
+  assert needle in captured.err
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.json"]  # nothing written
+
+
+def test_cli_figures_stop_between_figures_on_ctrl_c(tmp_path, monkeypatch, capsys):
+  pytest.importorskip("matplotlib")
+  calls = []
+
+  def fake_figure1(path, **kwargs):
+    calls.append(("figure1", path, kwargs))
+    return {"figure": "figure1", "steps": kwargs["steps"], "seeds": list(kwargs["seeds"])}
+
+  def interrupted(*a, **k):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(synthetic._figures, "figure1", fake_figure1)
+  monkeypatch.setattr(synthetic._figures, "theorem1_phase_map", interrupted)
+  args = ["--figure1", str(tmp_path / "f"), "--phase-map", str(tmp_path / "p.png"), "--json"]
+  assert _cli.main([*args, "--seed", "3", "--seeds", "9", "--steps", "500"]) == 130
+  captured = capsys.readouterr()
+  doc = json.loads(captured.out, parse_constant=_no_run)
+  assert doc == {
+    "figure1": {"figure": "figure1", "steps": 500, "seeds": list(range(3, 12))},
+    "interrupted": True,
+  }
+  # The suffix-less name gets matplotlib's .png, and its numbers go beside it.
+  assert calls[0][1] == str(tmp_path / "f.png")
+  assert calls[0][2]["json_path"] == str(tmp_path / "f.json")
+  assert "interrupted: 1 of 2 figures finished" in captured.err
+
+
+def test_cli_theorem1_c_grid_keeps_finished_grids_on_ctrl_c_in_strict_json(monkeypatch, capsys):
+  real = synthetic._sweep.theorem1_sweep
+
+  def second_interrupted(c, steps, grid, *, optimizer, **kwargs):
+    if optimizer == "amsgrad":
+      raise KeyboardInterrupt
+    table = real(c, steps, grid, optimizer=optimizer, **kwargs)
+    table["x_final"][0] = np.nan  # as a diverged run returns it
+    return table
+
+  monkeypatch.setattr(synthetic._sweep, "theorem1_sweep", second_interrupted)
+  argv = ["--problem", "theorem1", "--theorem1-c", "3", "6", "--steps", "300", "--json"]
+  assert _cli.main(argv) == 130
+  doc = json.loads(capsys.readouterr().out, parse_constant=_no_run)
+  assert doc["interrupted"] is True and doc["C"] == [3.0, 6.0]
+  rows = doc["sweep"]
+  assert [(r["optimizer"], r["C"]) for r in rows] == [("adam", 3.0), ("adam", 6.0)]
+  assert rows[0]["x_final"] is None and rows[0]["diverged"] is True
+  assert rows[0]["ends_at"] == "diverged" and rows[1]["diverged"] is False

@@ -113,11 +113,11 @@ def log_traces(
   _runner._check_problem(problem)
   steps = _runner._check_steps(steps, problem)
   segments = _segments(steps, getattr(problem, "period", None))
-  t, done = [], 0
+  pieces, done = [], 0
   for block, n in segments:
-    t.append(done + block * np.arange(1, n + 1, dtype=np.int64))
+    pieces.append(done + block * np.arange(1, n + 1, dtype=np.int64))
     done += block * n
-  t = np.concatenate(t)
+  t = np.concatenate(pieces)
   gaps = np.diff(t, prepend=0).astype(np.int32)
   max_gap = int(gaps.max())
 

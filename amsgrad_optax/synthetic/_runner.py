@@ -18,7 +18,7 @@ import contextlib
 import functools
 import sys
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +29,15 @@ from amsgrad_optax.synthetic import _fast, _problems
 
 #: Steps per block when no trace is asked for.
 _DEFAULT_BLOCK = 4096
-#: Steps per compiled call when a progress bar is shown (about 25 ms each).
+#: Steps per compiled call of the scan engine (about 25 ms each on CPU).
 _DEFAULT_CHUNK = 1 << 20
+#: Wall time the fast engine aims at per compiled call: the progress bar moves
+#: and Ctrl-C takes effect between calls.
+_TARGET_CALL_SECONDS = 0.1
+#: Chunks in the fast engine's first call (about 1.7e7 steps, some 50 ms on
+#: one CPU core); later calls are sized from its time. Each call costs a
+#: dispatch and a wait, so a run of 10^7 steps is still one call.
+_FIRST_CALL_CHUNKS = 64
 _MAX_STEP_INDEX = np.iinfo(np.int32).max
 #: The engines accepted by ``engine=``: ``"fast"`` is the blocked,
 #: time-parallel run of :mod:`amsgrad_optax.synthetic._fast`, ``"scan"`` the
@@ -192,6 +199,40 @@ def _as_key(seed: int | None, key: jax.Array | None) -> jax.Array:
   if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
     return jax.random.wrap_key_data(key)
   return key
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+  """Holds back Ctrl-C (SIGINT) inside the block, and raises KeyboardInterrupt when it ends.
+
+  XLA's tracing and compilation must not be cut short: a KeyboardInterrupt
+  raised inside them leaves the process to crash at exit. A second Ctrl-C
+  inside the block raises at once (the user insists). Outside the main
+  thread, or where SIGINT is not Python's default handler, it does nothing.
+  """
+  import signal
+  import threading
+
+  if (
+    threading.current_thread() is not threading.main_thread()
+    or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+  ):
+    yield
+    return
+  received = []
+
+  def hold(signum, frame):
+    if received:
+      raise KeyboardInterrupt
+    received.append(signum)
+
+  previous = signal.signal(signal.SIGINT, hold)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  if received:
+    raise KeyboardInterrupt
 
 
 # ------------------------------------------------------------------ the step
@@ -457,33 +498,73 @@ _HYPERPARAMETERS = ("learning_rate", "b1", "b2", "eps")
 
 @functools.lru_cache(maxsize=32)
 def _compiled_fast(problem, name, convention, lr_schedule, steps, dtype, key_shape, key_dtype):
-  """Returns the fast engine's run, compiled for hyperparameters passed as arrays."""
+  """Returns the fast engine's ``(hp, key, state, first, count) -> state``, compiled.
 
-  def fn(hp, key):
+  The hyperparameters are arrays, so one compilation serves every value; the
+  chunk range is traced, so one serves every call of a run.
+  """
+
+  def fn(hp, key, state, first, count):
     spec = _fast.OptimizerSpec(name, **hp, convention=convention, lr_schedule=lr_schedule)
-    return _fast.simulate(problem, spec, steps, key, dtype)
+    return _fast.advance_batch(problem, spec, steps, key[None], state, first, count)
 
   hp = {n: jax.ShapeDtypeStruct((), dtype) for n in _HYPERPARAMETERS}
-  return jax.jit(fn).lower(hp, jax.ShapeDtypeStruct(key_shape, key_dtype)).compile()
+  state = jax.eval_shape(lambda: _fast.initial_state(problem, 1, dtype))
+  i32 = jax.ShapeDtypeStruct((), jnp.int32)
+  key = jax.ShapeDtypeStruct(key_shape, key_dtype)
+  return jax.jit(fn, donate_argnums=2).lower(hp, key, state, i32, i32).compile()
+
+
+def _next_call_size(count: int, seconds: float) -> int:
+  """Returns how many chunks the next call should run, from the last call's ``count`` and time.
+
+  Aims at :data:`_TARGET_CALL_SECONDS` per call, growing at most 4x a call.
+  """
+  if seconds <= 0:
+    return count * 4
+  return max(1, min(count * 4, int(count * _TARGET_CALL_SECONDS / seconds)))
 
 
 def _run_fast(problem, spec, steps, key, dtype, progress, label) -> RunResult:
   dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
   hp = {n: jnp.asarray(getattr(spec, n)).astype(dtype) for n in _HYPERPARAMETERS}
   t0 = time.perf_counter()
-  compiled = _compiled_fast(
-    problem, spec.name, spec.convention, spec.lr_schedule, steps, dtype, key.shape, key.dtype
-  )
+  with deferred_interrupt():
+    compiled = _compiled_fast(
+      problem, spec.name, spec.convention, spec.lr_schedule, steps, dtype, key.shape, key.dtype
+    )
   compile_seconds = time.perf_counter() - t0
+  n_chunks = _fast.num_chunks(steps)
+  per_chunk = _fast.chunk_steps(steps)
+  # Host arrays: the first call takes them in, with no device op to dispatch first.
+  # (Typed as the device arrays the compiled call returns in their place.)
+  zeros = [cast(jax.Array, np.zeros((1,), dtype)) for _ in range(5)]
+  x0 = cast(jax.Array, np.full((1,), problem.x0, dtype))
+  state = _fast.FastState(
+    m=zeros[0], v=zeros[1], nu_max=zeros[2], x=x0, regret=zeros[3], compensation=zeros[4]
+  )
   t0 = time.perf_counter()
   with _progress_bar(steps, label, progress) as bar:
-    x, total, residual = jax.block_until_ready(compiled(hp, key))
-    if bar is not None:
-      bar.update(steps)
+    # Calls of about _TARGET_CALL_SECONDS each, so that the bar moves and an
+    # interrupt (KeyboardInterrupt) is seen between them.
+    done, count = 0, _FIRST_CALL_CHUNKS
+    while done < n_chunks:
+      count = min(count, n_chunks - done)
+      t_call = time.perf_counter()
+      state = compiled(hp, key, state, np.int32(done), np.int32(count))
+      jax.block_until_ready(state)
+      done += count
+      if bar is not None:
+        bar.update(min(done * per_chunk, steps) - bar.n)
+      count = _next_call_size(count, time.perf_counter() - t_call)
   seconds = time.perf_counter() - t0
-  regret = float(total) + float(residual)
+  # One transfer, and the double-word sum joined on the host as _fast.result does.
+  host = jax.device_get(state)
+  total = host.regret + host.compensation
+  residual = host.compensation - (total - host.regret)
+  regret = float(total[0]) + float(residual[0])
   return RunResult(
-    x_final=float(x),
+    x_final=float(host.x[0]),
     avg_regret=regret / steps,
     regret=regret,
     steps=steps,
@@ -510,12 +591,13 @@ def run(
 ) -> RunResult:
   r"""Returns the outcome of ``steps`` steps of ``tx`` on ``problem``, run compiled.
 
-  The run is one jitted nested ``lax.scan`` per chunk, with the carry
-  donated from chunk to chunk. Without a progress bar the whole run is one
-  chunk; with one, chunks of about ``chunk_steps`` steps let the bar move
-  while the next chunk is already queued. One compilation serves all the
-  chunks, and is cached for a later run of the same problem and ``tx``
-  object.
+  The run is a sequence of compiled calls, with the state donated from call
+  to call, so that a progress bar moves and an interrupt (Ctrl-C,
+  ``KeyboardInterrupt``) takes effect between calls: the scan engine runs
+  chunks of about ``chunk_steps`` steps, the next one queued while the bar
+  waits for the last; the fast engine sizes its calls to about 0.1 s each.
+  One compilation serves all the calls, and is cached for a later run of the
+  same problem and ``tx`` object.
 
   Args:
     problem: an :class:`OnlineProblem` or :class:`StochasticProblem`.
@@ -527,7 +609,7 @@ def run(
       (and at the end); None for no trace.
     progress: show a tqdm progress bar on stderr.
     label: the bar's description.
-    chunk_steps: steps per compiled call when ``progress`` is on (default
+    chunk_steps: steps per compiled call of the scan engine (default
       :math:`2^{20}`, rounded to whole blocks).
     dtype: the dtype of :math:`x` and the regret sums (float64 needs
       ``jax_enable_x64``).
@@ -535,8 +617,7 @@ def run(
       measured on CPU.
     engine: ``"auto"`` (the fast engine when ``tx`` comes from
       :func:`make_optimizer` and no trace is asked for, else the scan),
-      ``"fast"`` or ``"scan"``; see :data:`ENGINES`. The fast engine runs in
-      one call, so its progress bar fills at once.
+      ``"fast"`` or ``"scan"``; see :data:`ENGINES`.
 
   Returns:
     A :class:`RunResult`.
@@ -564,18 +645,16 @@ def run(
     return _run_fast(problem, spec, steps, _as_key(seed, key), dtype, progress, label)
   block = trace_every if trace_every is not None else min(steps, _DEFAULT_BLOCK)
   total_blocks, extra = divmod(steps, block)
-  if progress:
-    chunk_blocks = max(1, (chunk_steps or _DEFAULT_CHUNK) // block)
-  else:
-    chunk_blocks = total_blocks
-  chunk_blocks = max(1, min(chunk_blocks, total_blocks))
+  # Chunked with or without a bar: Ctrl-C takes effect between chunks.
+  chunk_blocks = max(1, min((chunk_steps or _DEFAULT_CHUNK) // block, total_blocks))
 
   key = _as_key(seed, key)
   carry = _init_carry(problem, tx, dtype)
   t0 = time.perf_counter()
-  compiled = _compiled_advance(
-    problem, tx, block, chunk_blocks, unroll, carry.x.dtype, key.shape, key.dtype
-  )
+  with deferred_interrupt():
+    compiled = _compiled_advance(
+      problem, tx, block, chunk_blocks, unroll, carry.x.dtype, key.shape, key.dtype
+    )
   compile_seconds = time.perf_counter() - t0
 
   chunks: list[tuple[int, int, jax.Array, jax.Array]] = []

@@ -335,9 +335,9 @@ def theorem1_sweep(
   )
   n = len(combos)
   columns["x_final"] = np.asarray(x_final, np.float64)[:n]
-  regret = np.asarray(regret, np.float64)[:n] + np.asarray(residual, np.float64)[:n]
-  columns["regret"] = regret
-  columns["avg_regret"] = regret / steps
+  total = np.asarray(regret, np.float64)[:n] + np.asarray(residual, np.float64)[:n]
+  columns["regret"] = total
+  columns["avg_regret"] = total / steps
   return columns
 
 
