@@ -7,6 +7,8 @@ from amsgrad_optax._conventions import CONVENTIONS as CONVENTIONS
 from amsgrad_optax._conventions import Convention as Convention
 from amsgrad_optax._conventions import get_convention as get_convention
 from amsgrad_optax._diagnostics import diagnostics as diagnostics
+from amsgrad_optax._fused import FusedAmsgrad as FusedAmsgrad
+from amsgrad_optax._fused import fused_amsgrad as fused_amsgrad
 from amsgrad_optax._robust import SkipNonfiniteState as SkipNonfiniteState
 from amsgrad_optax._robust import skip_nonfinite as skip_nonfinite
 from amsgrad_optax._schedules import inverse_sqrt_schedule as inverse_sqrt_schedule
@@ -22,12 +24,14 @@ __version__ = "0.1.0"
 __all__ = (
   "CONVENTIONS",
   "Convention",
+  "FusedAmsgrad",
   "ScaleByAdamncState",
   "ScaleByAmsgradState",
   "SkipNonfiniteState",
   "adamnc",
   "amsgrad",
   "diagnostics",
+  "fused_amsgrad",
   "get_convention",
   "inverse_sqrt_schedule",
   "restore_state",
