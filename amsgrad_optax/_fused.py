@@ -162,15 +162,18 @@ def _scalars(conv: _conventions.Convention, lr, b1, b2, eps, eps_root, count) ->
   bc1 = one if bc1 is None else jnp.asarray(bc1).astype(f32)
   bc2 = one if bc2 is None else jnp.asarray(bc2).astype(f32)
   max_div = den_scale = step_mul = step_div = one
+  eps_ = jnp.asarray(eps, f32)
   if conv.nu_correction == "max":
     max_div = bc2
   elif conv.nu_correction == "denominator":
-    den_scale = jax.lax.rsqrt(bc2)
+    # As scale_by_amsgrad: (m / c1) sqrt(c2) / (sqrt(v_max) + eps sqrt(c2)).
+    step_mul = jnp.sqrt(bc2)
+    eps_ = eps_ * step_mul
   elif conv.nu_correction == "step":
     step_mul = jnp.sqrt(bc2) / bc1
   if conv.correct_mu and conv.nu_correction != "step":
     step_div = bc1
-  values = [b1, 1.0 - b1, b2, 1.0 - b2, max_div, eps_root, den_scale, eps, step_mul, step_div, -lr]
+  values = [b1, 1.0 - b1, b2, 1.0 - b2, max_div, eps_root, den_scale, eps_, step_mul, step_div, -lr]
   return jnp.stack([jnp.asarray(x, f32) if isinstance(x, float) else x for x in values])
 
 

@@ -35,7 +35,7 @@ enum Scalar {
   kEpsRoot,       // den = sqrt(v_max + eps_root) * kDenScale + eps
   kDenScale,
   kEps,
-  kStepMul,       // u = (m * kStepMul / kStepDiv) / den
+  kStepMul,       // u = (m / kStepDiv * kStepMul) / den
   kStepDiv,
   kNegLr,         // p = p + kNegLr * u
   kScalars,
@@ -84,7 +84,7 @@ void RunChunk(const Work& w, const Chunk& c) {
     const float vmi = std::max(vm[i], kMaxDivides ? vi / max_div : vi);
     const float den = std::sqrt(vmi + eps_root) * den_scale + eps;
     // 0/0 is a zero step (no gradient history, eps = eps_root = 0).
-    const float mhat = kStepDivides ? mi * step_mul / step_div : mi * step_mul;
+    const float mhat = kStepDivides ? mi / step_div * step_mul : mi * step_mul;
     const float u = den == 0.0f ? 0.0f : mhat / den;
     m[i] = mi;
     v[i] = vi;

@@ -97,7 +97,7 @@ def test_first_step_is_lr_times_sign_and_zero_for_a_zero_gradient_without_eps():
   params = {"w": jnp.zeros(4)}
   state = opt.init(params)
   params, state = opt.step(params, state, {"w": jnp.array([2.0, -3.0, 0.0, 1e-3])})
-  np.testing.assert_array_equal(params["w"], [-0.5, 0.5, 0.0, -0.5])
+  np.testing.assert_allclose(params["w"], [-0.5, 0.5, 0.0, -0.5], rtol=1e-6, atol=0)
 
 
 def test_underflowing_gradients_step_as_the_xla_step_does():
