@@ -200,3 +200,19 @@ def test_invalid_values_raise_as_amsgrad_does():
     amsgrad_optax.fused_amsgrad(0.1, convention="adam")
   with pytest.raises(TypeError, match="use_kernel"):
     amsgrad_optax.fused_amsgrad(0.1, use_kernel="yes")
+
+
+@pytest.mark.skipif(jax.device_count() < 2, reason="needs several devices (conftest makes 8)")
+def test_arrays_sharded_over_devices_take_the_xla_step():
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("d",))
+  spread = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("d"))
+  n = 8 * jax.device_count()
+  params = {"w": jax.device_put(jnp.linspace(-1.0, 1.0, n), spread)}
+  grads = {"w": jax.device_put(jnp.linspace(0.5, -0.5, n), spread)}
+  assert not _fused._on_one_device(params)
+  assert _fused._on_one_device({"w": jnp.ones(3)})
+  opt = amsgrad_optax.fused_amsgrad(0.1)
+  got, state = opt.step(_copy(params), opt.init(params), grads)
+  want, _ = _plain_step(opt.tx)(_copy(params), opt.tx.init(params), grads)
+  np.testing.assert_array_equal(got["w"], want["w"])
+  assert got["w"].sharding.is_equivalent_to(spread, 1)
