@@ -11,9 +11,16 @@ they move per parameter (an AMSGrad step cannot move fewer than 36 in float32: r
 mu, nu, nu_max; write p, mu, nu, nu_max). Then it times fresh compiles of the step for a
 tree of many leaves.
 
+Also timed, in the same shuffled rounds: ``amsgrad_optax.fused_amsgrad`` (the one-pass FFI
+kernel, when it builds here), the "group small leaves" route on the tree (the leaves under
+2^16 elements concatenated into one per step; measured, not in the library), and a donated
+``x * 2`` whose fastest run gives the machine's streaming bandwidth (8 bytes an element):
+the last column is the bytes the HLO moves per second as a fraction of it.
+
   python benchmarks/update_step.py            # 2^16 ... 2^24, a model-like tree, compile time
   python benchmarks/update_step.py --quick    # a short run
   python benchmarks/update_step.py --peak-gbps 3350   # on a GPU: bandwidth as a fraction of peak
+  python benchmarks/update_step.py --no-compile       # the step tables only
 """
 
 from __future__ import annotations
