@@ -286,6 +286,9 @@ def fused_amsgrad(
     return optax.apply_updates(params, updates), state
 
   def kernel(params, state, grads):
+    status = kernel_status()  # registers the handler before XLA looks it up
+    if not status["ok"]:
+      raise RuntimeError(f"the fused AMSGrad kernel is unavailable: {status['reason']}")
     inner, rest = state[0], state[1:]
     _transform._check_updates(grads, inner, _transform.ScaleByAmsgradState)
     _transform._check_hyperparams({"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}, "float32")

@@ -216,3 +216,14 @@ def test_arrays_sharded_over_devices_take_the_xla_step():
   want, _ = _plain_step(opt.tx)(_copy(params), opt.tx.init(params), grads)
   np.testing.assert_array_equal(got["w"], want["w"])
   assert got["w"].sharding.is_equivalent_to(spread, 1)
+
+
+def test_the_jitted_kernel_path_loads_the_kernel_itself(monkeypatch):
+  """step.fused called before any step (a fresh process) builds and registers the kernel."""
+  _kernel_or_skip()
+  monkeypatch.setattr(_fused, "_status", {})
+  opt = amsgrad_optax.fused_amsgrad(0.1)
+  p = {"w": jnp.ones(4)}
+  got, _ = opt.step.fused(_copy(p), opt.init(p), {"w": jnp.ones(4)})
+  np.testing.assert_allclose(got["w"], 0.9, rtol=1e-6)
+  assert _fused._status["ok"]
