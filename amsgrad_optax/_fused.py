@@ -197,6 +197,8 @@ def _on_one_device(tree) -> bool:
   The kernel sees one buffer; sharded arrays take the XLA step, whose
   partitioning XLA knows.
   """
+  if jax.device_count() == 1:
+    return True  # nothing to spread over (and no per-leaf check on every step)
   single = jax.sharding.SingleDeviceSharding
   for x in jax.tree.leaves(tree):
     sharding = getattr(x, "sharding", None)
