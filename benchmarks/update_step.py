@@ -15,7 +15,8 @@ Also timed, in the same shuffled rounds: ``amsgrad_optax.fused_amsgrad`` (the on
 kernel, when it builds here), the "group small leaves" route on the tree (the leaves under
 2^16 elements concatenated into one per step; measured, not in the library), and a donated
 ``x * 2`` whose fastest run gives the machine's streaming bandwidth (8 bytes an element):
-the last column is the bytes the HLO moves per second as a fraction of it.
+the last column is the bytes the HLO moves per second as a fraction of it. "dispatch floor"
+is a donated step that only adds 0 to the params: what JAX and XLA take for the buffers alone.
 
   python benchmarks/update_step.py            # 2^16 ... 2^24, a model-like tree, compile time
   python benchmarks/update_step.py --quick    # a short run
@@ -133,6 +134,17 @@ def grouped_step(tx):
     updates, (g_inner, *g_rest) = tx.update(join(grads), (grouped, *rest), join(params))
     new = g_inner._replace(mu=split(g_inner.mu), nu=split(g_inner.nu), nu_max=split(g_inner.nu_max))
     return optax.apply_updates(params, split(updates)), (new, *g_rest)
+
+  return step
+
+
+def floor_step(tx):
+  """Adds 0 to the params and returns the state as it is: the dispatch of the step's buffers."""
+  del tx
+
+  def step(params, state, grads):
+    del grads
+    return jax.tree.map(lambda p: p + 0.0, params), state
 
   return step
 
@@ -287,6 +299,8 @@ def time_case(label, shapes, repeats, with_torch, peak_gbps):
     r = JaxRunner(lambda: amsgrad_optax.amsgrad(LR), params, grads, grouped_step)
     runners["grouped small leaves (pytorch)"] = r
     hlo["grouped small leaves (pytorch)"] = hlo_traffic(r.compiled.as_text(), n)
+  floor = JaxRunner(lambda: amsgrad_optax.amsgrad(LR), params, grads, floor_step)
+  runners["dispatch floor: p + 0"] = floor
   status = amsgrad_optax._fused.kernel_status()
   if status["ok"]:
     for conv in ("pytorch", "optax"):
@@ -328,7 +342,8 @@ def time_case(label, shapes, repeats, with_torch, peak_gbps):
   print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
   for name, t in medians.items():
     loops, traffic = hlo.get(name, (None, None))
-    gbps = (8 if name == copy_name else MIN_BYTES_PER_PARAM) * n / t / 1e9
+    per_param = {copy_name: 8, "dispatch floor: p + 0": 4}.get(name, MIN_BYTES_PER_PARAM)
+    gbps = per_param * n / t / 1e9
     extra = f" ({gbps / peak_gbps:.0%} of peak)" if peak_gbps else ""
     moved = "" if traffic is None else f"{traffic * n / t / 1e9 / copy_gbps:.0%}"
     print(
