@@ -15,6 +15,8 @@ from amsgrad_optax._conventions import CONVENTIONS as CONVENTIONS
 from amsgrad_optax._conventions import Convention as Convention
 from amsgrad_optax._conventions import get_convention as get_convention
 from amsgrad_optax._diagnostics import diagnostics as diagnostics
+from amsgrad_optax._fused import FusedAmsgrad as FusedAmsgrad
+from amsgrad_optax._fused import fused_amsgrad as fused_amsgrad
 from amsgrad_optax._quantize import QuantizedArray as QuantizedArray
 from amsgrad_optax._quantize import dequantize as dequantize
 from amsgrad_optax._robust import SkipNonfiniteState as SkipNonfiniteState
@@ -33,6 +35,7 @@ __all__ = (
   "AmsgradConfig",
   "CONVENTIONS",
   "Convention",
+  "FusedAmsgrad",
   "QuantizedArray",
   "ScaleByAdamncState",
   "ScaleByAmsgradState",
@@ -44,6 +47,7 @@ __all__ = (
   "check_state_values",
   "dequantize",
   "diagnostics",
+  "fused_amsgrad",
   "get_convention",
   "inverse_sqrt_schedule",
   "read_checkpoint_config",

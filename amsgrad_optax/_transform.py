@@ -562,11 +562,11 @@ def _scale_by_amsgrad(
         m_hat = _by_real(jnp.divide, m, bc1, complex_arith)
       den = _sqrt_plus(v_max, eps_root)
       if conv.nu_correction == "denominator":
-        # A square root per leaf, not one shared: XLA turns a division by a scalar
-        # with a single use into a multiplication by its reciprocal, and keeps a
-        # shared one a division, so sharing it would change the rounding.
-        den = den / _cast(jnp.sqrt(bc2), den.dtype)
-      den = den + scalars(_cast_hp, eps, den.dtype)
+        s2 = _cast(jnp.sqrt(bc2), den.dtype)
+        m_hat = _by_real(jnp.multiply, m_hat, s2)
+        den = den + scalars(_cast_hp, eps, den.dtype) * s2
+      else:
+        den = den + scalars(_cast_hp, eps, den.dtype)
       dt = _promote(m_hat.dtype, den.dtype)
       if jnp.iscomplexobj(den):
         u = divide(_cast(m_hat, dt), den)

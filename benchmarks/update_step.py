@@ -11,9 +11,17 @@ they move per parameter (an AMSGrad step cannot move fewer than 36 in float32: r
 mu, nu, nu_max; write p, mu, nu, nu_max). Then it times fresh compiles of the step for a
 tree of many leaves.
 
+Also timed, in the same shuffled rounds: ``amsgrad_optax.fused_amsgrad`` (the one-pass FFI
+kernel, when it builds here), the "group small leaves" route on the tree (the leaves under
+2^16 elements concatenated into one per step; measured, not in the library), and a donated
+``x * 2`` whose fastest run gives the machine's streaming bandwidth (8 bytes an element):
+the last column is the bytes the HLO moves per second as a fraction of it. "dispatch floor"
+is a donated step that only adds 0 to the params: what JAX and XLA take for the buffers alone.
+
   python benchmarks/update_step.py            # 2^16 ... 2^24, a model-like tree, compile time
   python benchmarks/update_step.py --quick    # a short run
   python benchmarks/update_step.py --peak-gbps 3350   # on a GPU: bandwidth as a fraction of peak
+  python benchmarks/update_step.py --no-compile       # the step tables only
 """
 
 from __future__ import annotations
@@ -22,14 +30,18 @@ import argparse
 import os
 import re
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
-import amsgrad_optax
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # this checkout's package
+
+import amsgrad_optax  # noqa: E402
 
 LR = 1e-3
 MIN_BYTES_PER_PARAM = 36  # float32: read p, g, mu, nu, nu_max; write p, mu, nu, nu_max
@@ -88,6 +100,71 @@ def jax_optimizers() -> dict[str, Callable[[], optax.GradientTransformation]]:
   }
 
 
+GROUP_BELOW = 2**16  # leaves smaller than this are grouped by the "grouped" runner
+
+
+def grouped_step(tx):
+  """The step with every leaf under GROUP_BELOW elements concatenated into one, each step.
+
+  The state keeps its per-leaf structure: the small leaves' params, gradients
+  and moments are concatenated on the way in and split on the way out. This is
+  the "group small leaves" route, measured; the library does not do it.
+  """
+
+  def step(params, state, grads):
+    inner, rest = state[0], state[1:]
+    small = [k for k, v in params.items() if v.size < GROUP_BELOW]
+    if not small:
+      updates, state = tx.update(grads, state, params)
+      return optax.apply_updates(params, updates), state
+
+    def join(tree):
+      out = {k: v for k, v in tree.items() if k not in small}
+      out["_group"] = jnp.concatenate([tree[k].ravel() for k in small])
+      return out
+
+    def split(tree):
+      flat, out = tree["_group"], {k: v for k, v in tree.items() if k != "_group"}
+      offsets = np.cumsum([params[k].size for k in small])[:-1]
+      for k, piece in zip(small, jnp.split(flat, offsets)):
+        out[k] = piece.reshape(params[k].shape)
+      return out
+
+    grouped = inner._replace(mu=join(inner.mu), nu=join(inner.nu), nu_max=join(inner.nu_max))
+    updates, (g_inner, *g_rest) = tx.update(join(grads), (grouped, *rest), join(params))
+    new = g_inner._replace(mu=split(g_inner.mu), nu=split(g_inner.nu), nu_max=split(g_inner.nu_max))
+    return optax.apply_updates(params, split(updates)), (new, *g_rest)
+
+  return step
+
+
+def floor_step(tx):
+  """Adds 0 to the params and returns the state as it is: the dispatch of the step's buffers."""
+  del tx
+
+  def step(params, state, grads):
+    del grads
+    return jax.tree.map(lambda p: p + 0.0, params), state
+
+  return step
+
+
+def copy_step(x):
+  return x * 2.0  # one read, one write: the machine's streaming bandwidth, 8 bytes an element
+
+
+class CopyRunner:
+  def __init__(self, n):
+    self.x = jnp.ones((n,), jnp.float32)
+    self.compiled = jax.jit(copy_step, donate_argnums=0).lower(self.x).compile()
+
+  def __call__(self) -> float:
+    start = time.perf_counter()
+    self.x = self.compiled(self.x)
+    jax.block_until_ready(self.x)
+    return time.perf_counter() - start
+
+
 def jax_step(tx):
   # Params and state first, in the order returned: donated buffers are matched
   # to outputs in order, so this order lets every output reuse its input.
@@ -98,13 +175,32 @@ def jax_step(tx):
   return step
 
 
+class FusedRunner:
+  """``amsgrad_optax.fused_amsgrad``'s step: one C++ pass per leaf where the kernel builds."""
+
+  def __init__(self, convention, params, grads):
+    opt = amsgrad_optax.fused_amsgrad(LR, convention=convention)
+    self.params = jax.device_put(params)
+    self.grads = jax.device_put(grads)
+    self.state = opt.init(self.params)
+    self.step = opt.step
+    self.compiled = opt.step.fused.lower(self.params, self.state, self.grads).compile()
+    self.params, self.state = self.step(self.params, self.state, self.grads)  # compiles
+
+  def __call__(self) -> float:
+    start = time.perf_counter()
+    self.params, self.state = self.step(self.params, self.state, self.grads)
+    jax.block_until_ready((self.params, self.state))
+    return time.perf_counter() - start
+
+
 class JaxRunner:
-  def __init__(self, make_tx, params, grads):
+  def __init__(self, make_tx, params, grads, make_step=None):
     tx = make_tx()
     self.params = jax.device_put(params)
     self.grads = jax.device_put(grads)
     self.state = tx.init(self.params)
-    self.step = jax.jit(jax_step(tx), donate_argnums=(0, 1))
+    self.step = jax.jit((make_step or jax_step)(tx), donate_argnums=(0, 1))
     self.compiled = self.step.lower(self.params, self.state, self.grads).compile()
 
   def __call__(self) -> float:
@@ -114,6 +210,7 @@ class JaxRunner:
     return time.perf_counter() - start
 
 
+_NOT_LOOPS = {"parameter", "tuple", "get-tuple-element", "bitcast", "constant"}
 _SHAPE = re.compile(r"(pred|s8|u8|s32|u32|f16|bf16|f32|f64)\[([\d,]*)\]")
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "s32": 4, "u32": 4, "f16": 2, "bf16": 2, "f32": 4, "f64": 8}
 
@@ -128,8 +225,11 @@ def _nbytes(shape_text: str) -> int:
 def hlo_traffic(hlo: str, n_params: int) -> tuple[int, float]:
   """(full-size loops, bytes each parameter moves) of the compiled step's entry computation.
 
-  A loop is a fusion whose output holds at least one float per parameter of the
-  largest leaf; its traffic is the bytes of its array operands and outputs.
+  A loop is an instruction that computes an array (a fusion, a bare elementwise
+  op such as the ``maximum`` XLA leaves unfused, a copy or a custom call such as
+  the fused kernel) of at least 1,024 floats; scalar fusions (bias corrections,
+  counts), parameters, tuples and views are not. Its traffic is the bytes of its
+  array operands and outputs.
   """
   entry = hlo[hlo.index("\nENTRY") :]
   shapes = {}
@@ -141,7 +241,7 @@ def hlo_traffic(hlo: str, n_params: int) -> tuple[int, float]:
     name, shape, op, operands = m.groups()
     operands = re.sub(r"/\*.*?\*/", "", operands)
     shapes[name] = shape
-    if op != "fusion":
+    if op in _NOT_LOOPS:
       continue
     out = _nbytes(shape)
     ins = sum(_nbytes(shapes.get(o.strip(), "")) for o in operands.split(",") if o.strip())
@@ -195,6 +295,22 @@ def time_case(label, shapes, repeats, with_torch, peak_gbps):
     r = JaxRunner(make_tx, params, grads)
     runners[name] = r
     hlo[name] = hlo_traffic(r.compiled.as_text(), n)
+  if len(shapes) > 1:
+    r = JaxRunner(lambda: amsgrad_optax.amsgrad(LR), params, grads, grouped_step)
+    runners["grouped small leaves (pytorch)"] = r
+    hlo["grouped small leaves (pytorch)"] = hlo_traffic(r.compiled.as_text(), n)
+  floor = JaxRunner(lambda: amsgrad_optax.amsgrad(LR), params, grads, floor_step)
+  runners["dispatch floor: p + 0"] = floor
+  status = amsgrad_optax._fused.kernel_status()
+  if status["ok"]:
+    for conv in ("pytorch", "optax"):
+      r = FusedRunner(conv, params, grads)
+      runners[f"fused_amsgrad ({conv})"] = r
+      hlo[f"fused_amsgrad ({conv})"] = hlo_traffic(r.compiled.as_text(), n)
+  else:
+    print(f"  (fused_amsgrad: kernel unavailable, {status['reason']})")
+  copy = CopyRunner(n)
+  runners["copy x*2 (8 B/elem)"] = copy
   if with_torch:
     runners.update(torch_runners(params, grads))
   for run in runners.values():  # warm up
@@ -211,18 +327,28 @@ def time_case(label, shapes, repeats, with_torch, peak_gbps):
       times[names[i]].append(runners[names[i]]())
   medians = {k: statistics.median(v) for k, v in times.items()}
   base = medians["optax.amsgrad"]
-  print(f"\n{label}: {n:,} params in {len(shapes)} leaves, median of {repeats}")
+  # The fastest copy, not the median: the machine's bandwidth, not its load.
+  copy_name = "copy x*2 (8 B/elem)"
+  copy_gbps = 8 * n / min(times[copy_name]) / 1e9
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   print(
-    "| implementation | median ms | vs optax | HLO loops | HLO bytes/param | GB/s at 36 B/param |"
+    f"\n{label}: {n:,} params in {len(shapes)} leaves, median of {repeats}; "
+    f"load average {load:.1f}; copy bandwidth (fastest copy) {copy_gbps:.1f} GB/s"
   )
-  print("| --- | ---: | ---: | ---: | ---: | ---: |")
+  print(
+    "| implementation | median ms | vs optax | HLO loops | HLO bytes/param | GB/s at 36 B/param "
+    "| HLO bytes/s vs copy |"
+  )
+  print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
   for name, t in medians.items():
     loops, traffic = hlo.get(name, (None, None))
-    gbps = MIN_BYTES_PER_PARAM * n / t / 1e9
+    per_param = {copy_name: 8, "dispatch floor: p + 0": 4}.get(name, MIN_BYTES_PER_PARAM)
+    gbps = per_param * n / t / 1e9
     extra = f" ({gbps / peak_gbps:.0%} of peak)" if peak_gbps else ""
+    moved = "" if traffic is None else f"{traffic * n / t / 1e9 / copy_gbps:.0%}"
     print(
       f"| {name} | {t * 1e3:.3f} | {t / base:.2f} | {'' if loops is None else loops} | "
-      f"{'' if traffic is None else f'{traffic:.0f}'} | {gbps:.1f}{extra} |"
+      f"{'' if traffic is None else f'{traffic:.0f}'} | {gbps:.1f}{extra} | {moved} |"
     )
   return medians
 
@@ -264,6 +390,8 @@ def main():
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--compile-leaves", type=int, default=None)
   parser.add_argument("--peak-gbps", type=float, default=None, help="device memory bandwidth")
+  parser.add_argument("--no-tree", action="store_true", help="skip the model-like tree")
+  parser.add_argument("--no-compile", action="store_true", help="skip the compile-time table")
   args = parser.parse_args()
 
   sizes = [16, 20] if args.quick else [16, 18, 20, 22, 24]
@@ -284,8 +412,10 @@ def main():
     print("  (pass --peak-gbps to see bandwidth as a fraction of the device's peak)")
   for k in sizes:
     time_case(f"2^{k}", single_array(2**k), repeats, not args.no_torch, peak)
-  time_case("model-like tree", model_like(), repeats, not args.no_torch, peak)
-  time_compile(leaves, 1 if args.quick else 3)
+  if not args.no_tree:
+    time_case("model-like tree", model_like(), repeats, not args.no_torch, peak)
+  if not args.no_compile:
+    time_compile(leaves, 1 if args.quick else 3)
 
 
 if __name__ == "__main__":

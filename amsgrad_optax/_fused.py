@@ -1,0 +1,337 @@
+"""An opt-in AMSGrad step that makes one pass over memory on the CPU (an XLA FFI kernel).
+
+XLA:CPU compiles the step of :func:`amsgrad_optax.amsgrad` into four loops a
+leaf (``mu``; ``nu``; ``nu_max``; the step fused with ``apply_updates``),
+moving 52 bytes per float32 parameter, because it does not fuse sibling loops
+with several outputs; a per-computation compiler option cannot turn its
+multi-output fusion on. :func:`fused_amsgrad` runs the same arithmetic as one
+C++ loop per leaf, in place (36 bytes per parameter: read p, g, mu, nu,
+nu_max; write p, mu, nu, nu_max), all leaves in one call, on XLA's intra-op
+threads.
+
+The kernel is compiled from ``_fused_kernel.cc`` (shipped with the package) by
+the C++ compiler (``$CXX`` or ``c++``) the first time it is needed, into
+``$AMSGRAD_OPTAX_CACHE`` (default ``~/.cache/amsgrad_optax``); nothing is
+downloaded. Without a compiler, on a non-CPU backend, with
+``AMSGRAD_OPTAX_FUSED_KERNEL=0``, or for a tree the kernel does not take
+(any leaf or state not float32, complex), the step is the plain XLA one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from importlib import resources
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from amsgrad_optax import _alias, _conventions, _transform, _validation
+
+_TARGET = "amsgrad_optax_fused_step"
+_ENV_SWITCH = "AMSGRAD_OPTAX_FUSED_KERNEL"
+_ENV_CACHE = "AMSGRAD_OPTAX_CACHE"
+
+_lock = threading.Lock()
+_status: dict[str, Any] = {}  # "ok": bool, "reason": str, "path": str
+
+
+class FusedAmsgrad(NamedTuple):
+  """What :func:`fused_amsgrad` returns.
+
+  Attributes:
+    init: ``init(params) -> state``, the state of :attr:`tx` (so the two
+      paths share checkpoints).
+    step: ``step(params, state, grads) -> (params, state)``, jitted, with
+      ``params`` and ``state`` donated.
+    tx: the same optimizer as an optax transformation (the XLA path).
+  """
+
+  init: Callable[[optax.Params], optax.OptState]
+  step: Callable[[optax.Params, optax.OptState, optax.Updates], tuple[optax.Params, Any]]
+  tx: optax.GradientTransformation
+
+
+def kernel_status() -> dict[str, Any]:
+  """Builds and loads the fused kernel if it has not been tried yet; returns the outcome.
+
+  Returns:
+    ``{"ok": bool, "reason": str, "path": str | None}``: whether the kernel is
+    registered with XLA, why not if it is not, and the shared library's path.
+
+  Examples:
+    >>> from amsgrad_optax import _fused
+    >>> sorted(_fused.kernel_status())
+    ['ok', 'path', 'reason']
+  """
+  with _lock:
+    if not _status:
+      _status.update(_load())
+    return dict(_status)
+
+
+def _cpu_flags() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith(("flags", "Features")):
+          return line
+  except OSError:
+    pass
+  return platform.processor()
+
+
+def _load() -> dict[str, Any]:
+  if os.environ.get(_ENV_SWITCH, "1") == "0":
+    return {"ok": False, "reason": f"{_ENV_SWITCH}=0", "path": None}
+  if jax.default_backend() != "cpu":
+    return {"ok": False, "reason": f"backend is {jax.default_backend()}, not cpu", "path": None}
+  compiler = shutil.which(os.environ.get("CXX", "c++"))
+  if compiler is None:
+    return {"ok": False, "reason": "no C++ compiler ($CXX or c++) on PATH", "path": None}
+  source = resources.files("amsgrad_optax").joinpath("_fused_kernel.cc").read_bytes()
+  include = jax.ffi.include_dir()
+  # -ffp-contract=fast: multiply-adds fused where XLA:CPU fuses them (the
+  # moments then equal the XLA step's); -fno-math-errno lets sqrt vectorise.
+  flags = [
+    "-O3",
+    "-ffp-contract=fast",
+    "-fno-math-errno",
+    "-std=c++17",
+    "-shared",
+    "-fPIC",
+  ]
+  key = hashlib.sha256(
+    b"\0".join(
+      [source, jax.__version__.encode(), compiler.encode(), " ".join(flags).encode()]
+      + [platform.machine().encode(), _cpu_flags().encode()]
+    )
+  ).hexdigest()[:20]
+  cache = os.environ.get(_ENV_CACHE) or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "amsgrad_optax"
+  )
+  path = os.path.join(cache, f"fused_{key}.so")
+  if not os.path.exists(path):
+    try:
+      os.makedirs(cache, exist_ok=True)
+      with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        src = os.path.join(tmp, "kernel.cc")
+        with open(src, "wb") as f:
+          f.write(source)
+        out = os.path.join(tmp, "kernel.so")
+        # -march=native where the compiler knows it (the library is built on the
+        # machine that runs it, and the cache key holds the CPU's flags); else portable.
+        for extra in (["-march=native"], []):
+          run = subprocess.run(
+            [compiler, *flags, *extra, f"-I{include}", src, "-o", out],
+            capture_output=True,
+            text=True,
+            timeout=300,
+          )
+          if run.returncode == 0:
+            break
+        else:
+          return {"ok": False, "reason": f"{compiler} failed: {run.stderr[-500:]}", "path": None}
+        os.replace(out, path)  # atomic: a concurrent build finds a whole file or none
+    except (OSError, subprocess.SubprocessError) as e:
+      return {"ok": False, "reason": f"build failed: {e}", "path": None}
+  try:
+    lib = ctypes.cdll.LoadLibrary(path)
+    jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.AmsgradFusedStep), platform="cpu")
+  except (OSError, AttributeError, ValueError) as e:
+    return {"ok": False, "reason": f"loading {path} failed: {e}", "path": path}
+  return {"ok": True, "reason": "", "path": path}
+
+
+# ---------------------------------------------------------------- the step
+
+
+def _scalars(conv: _conventions.Convention, lr, b1, b2, eps, eps_root, count) -> jax.Array:
+  """The kernel's float32[11] operand (order: ``Scalar`` in _fused_kernel.cc).
+
+  Each value is the one the XLA path forms: ``1 - b`` from Python numbers in
+  double precision, the bias corrections from the convention's table.
+  """
+  f32 = jnp.float32
+  one = jnp.ones([], f32)
+  bc1, bc2 = conv.bias_corrections(b1, b2, count)
+  bc1 = one if bc1 is None else jnp.asarray(bc1).astype(f32)
+  bc2 = one if bc2 is None else jnp.asarray(bc2).astype(f32)
+  max_div = den_scale = step_mul = step_div = one
+  eps_ = jnp.asarray(eps, f32)
+  if conv.nu_correction == "max":
+    max_div = bc2
+  elif conv.nu_correction == "denominator":
+    # As scale_by_amsgrad: (m / c1) sqrt(c2) / (sqrt(v_max) + eps sqrt(c2)).
+    step_mul = jnp.sqrt(bc2)
+    eps_ = eps_ * step_mul
+  elif conv.nu_correction == "step":
+    step_mul = jnp.sqrt(bc2) / bc1
+  if conv.correct_mu and conv.nu_correction != "step":
+    step_div = bc1
+  values = [b1, 1.0 - b1, b2, 1.0 - b2, max_div, eps_root, den_scale, eps_, step_mul, step_div, -lr]
+  return jnp.stack([jnp.asarray(x, f32) if isinstance(x, float) else x for x in values])
+
+
+_F32 = np.dtype(np.float32)
+
+
+def _takes(leaves) -> bool:
+  """Whether every leaf is a float32 array (not a Python number, not complex)."""
+  return all(getattr(x, "dtype", None) == _F32 for x in leaves)
+
+
+def _on_one_device(tree) -> bool:
+  """False for arrays spread over several devices, or traced ones where there are several.
+
+  The kernel sees one buffer; sharded arrays take the XLA step, whose
+  partitioning XLA knows.
+  """
+  if jax.device_count() == 1:
+    return True  # nothing to spread over (and no per-leaf check on every step)
+  single = jax.sharding.SingleDeviceSharding
+  for x in jax.tree.leaves(tree):
+    sharding = getattr(x, "sharding", None)
+    if type(sharding) is single:
+      continue
+    if sharding is None or not hasattr(sharding, "num_devices"):  # traced: placement unknown
+      if jax.device_count() > 1:
+        return False
+    elif sharding.num_devices > 1:
+      return False
+  return True
+
+
+def fused_amsgrad(
+  learning_rate: float = 1e-3,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+  eps_root: float = 0.0,
+  *,
+  convention: str = "pytorch",
+  use_kernel: bool | None = None,
+) -> FusedAmsgrad:
+  r"""Returns :func:`amsgrad_optax.amsgrad`'s step as one fused pass on the CPU.
+
+  ``step(params, state, grads)`` is ``tx.update`` followed by
+  ``optax.apply_updates``, with ``tx = amsgrad(learning_rate, b1, b2, eps,
+  eps_root, convention=convention)``, on the same state. On a CPU, for a tree
+  whose params, gradients and moments are all float32 and real, it runs as one
+  C++ loop per leaf over the donated buffers (see the module docstring for how
+  the kernel is built); its rounding can differ from the XLA path's by an ulp
+  where XLA turns a division into a multiplication. Otherwise (and under
+  ``use_kernel=False``) it is the XLA step itself.
+
+  Transformations: under ``jax.jvp``/``jax.grad`` the derivative is the XLA
+  step's; under ``jax.vmap`` the kernel runs once per batch element. Arrays
+  sharded over several devices take the XLA step.
+
+  Args:
+    learning_rate: a positive number (schedules: use :func:`amsgrad`).
+    b1: decay rate of the first moment, in [0, 1).
+    b2: decay rate of the second moment, in [0, 1).
+    eps: added to the denominator outside the square root, >= 0.
+    eps_root: added to the running max inside the square root, >= 0.
+    convention: one of :data:`amsgrad_optax.CONVENTIONS`.
+    use_kernel: None (default) for the kernel where it is available; True to
+      raise RuntimeError if it cannot be built; False for the XLA step.
+
+  Returns:
+    A :class:`FusedAmsgrad` ``(init, step, tx)``.
+
+  Raises:
+    TypeError: for a hyperparameter that is not a Python number.
+    RuntimeError: with ``use_kernel=True``, if the kernel is unavailable.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import amsgrad_optax
+    >>> opt = amsgrad_optax.fused_amsgrad(0.1)
+    >>> params = {"w": jnp.ones(3)}
+    >>> state = opt.init(params)
+    >>> params, state = opt.step(params, state, {"w": jnp.array([1.0, -1.0, 0.0])})
+    >>> params["w"]  # lr * sign(g) on the first step, 0 where g = 0
+    Array([0.9, 1.1, 1. ], dtype=float32)
+
+  References:
+    Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
+    <https://openreview.net/forum?id=ryQu7f-RZ>`_, ICLR 2018.
+  """
+  hyper = {"learning_rate": learning_rate, "b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}
+  for name, value in hyper.items():
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise TypeError(
+        f"{name} must be a Python number for fused_amsgrad, got {value!r}; "
+        "use amsgrad for arrays, schedules or traced values"
+      )
+  if use_kernel not in (None, True, False):
+    raise TypeError(f"use_kernel must be None, True or False, got {use_kernel!r}")
+  lr, b1, b2, eps, eps_root = (float(v) for v in hyper.values())
+  tx = _alias.amsgrad(lr, b1, b2, eps, eps_root, convention=convention)  # validates all
+  conv = _conventions.get_convention(convention)
+  if use_kernel is True and not kernel_status()["ok"]:
+    raise RuntimeError(f"the fused AMSGrad kernel is unavailable: {kernel_status()['reason']}")
+
+  def plain(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  def kernel(params, state, grads):
+    status = kernel_status()  # registers the handler before XLA looks it up
+    if not status["ok"]:
+      raise RuntimeError(f"the fused AMSGrad kernel is unavailable: {status['reason']}")
+    inner, rest = state[0], state[1:]
+    _transform._check_updates(grads, inner, _transform.ScaleByAmsgradState)
+    _transform._check_hyperparams({"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}, "float32")
+    _validation.check_finite_in("learning_rate", lr, jnp.float32)
+    treedef = jax.tree.structure(params)
+    leaves = [treedef.flatten_up_to(t) for t in (params, grads, inner.mu, inner.nu, inner.nu_max)]
+    count = optax.safe_increment(inner.count)
+    operands = [x for group in zip(*leaves, strict=True) for x in group]
+    out_types = [
+      jax.ShapeDtypeStruct(jnp.shape(x), jnp.float32)
+      for p, _, m, v, vm in zip(*leaves, strict=True)
+      for x in (p, m, v, vm)
+    ]
+    aliases = {1 + 5 * k + i: 4 * k + o for k in range(len(leaves[0])) for i, o in _PAIRS}
+    call = jax.ffi.ffi_call(
+      _TARGET, out_types, input_output_aliases=aliases, vmap_method="sequential"
+    )
+    outs = call(_scalars(conv, lr, b1, b2, eps, eps_root, count), *operands) if operands else []
+    p, mu, nu, nu_max = (treedef.unflatten(outs[j::4]) for j in range(4))
+    return p, (inner._replace(count=count, mu=mu, nu=nu, nu_max=nu_max), *rest)
+
+  fused = jax.custom_jvp(kernel)
+  fused.defjvp(lambda primals, tangents: jax.jvp(plain, primals, tangents))
+  jit_fused = jax.jit(fused, donate_argnums=(0, 1))
+  jit_plain = jax.jit(plain, donate_argnums=(0, 1))
+
+  def step(params, state, grads):
+    """``(params, state)`` after one step; ``params`` and ``state`` are donated."""
+    inner = state[0] if isinstance(state, tuple) and state else None
+    eligible = (
+      use_kernel is not False
+      and isinstance(inner, _transform.ScaleByAmsgradState)
+      and _takes(jax.tree.leaves((params, grads, inner.mu, inner.nu, inner.nu_max)))
+      and _on_one_device((params, grads, inner))
+      and kernel_status()["ok"]
+    )
+    return (jit_fused if eligible else jit_plain)(params, state, grads)
+
+  step.fused, step.plain = jit_fused, jit_plain  # for inspection: .lower(...).compile()
+  return FusedAmsgrad(tx.init, step, tx)
+
+
+# (operand index within a leaf's five, result index within its four)
+_PAIRS = ((0, 0), (2, 1), (3, 2), (4, 3))

@@ -1,0 +1,229 @@
+"""fused_amsgrad: the one-pass CPU kernel against a float64 loop and the XLA step; its fallbacks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import amsgrad_optax
+from amsgrad_optax import _fused
+from tests.reference import numpy_amsgrad as ref
+
+STEPS = 120
+SHAPES = {"w": (3, 40), "b": (7,), "empty": (0,)}
+
+
+def _kernel_or_skip():
+  status = _fused.kernel_status()
+  if not status["ok"]:
+    pytest.skip(f"fused kernel unavailable here: {status['reason']}")
+
+
+def _grads(seed):
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(STEPS):
+    g = {k: rng.normal(size=s) * 10.0 ** rng.uniform(-2, 1, size=s) for k, s in SHAPES.items()}
+    out.append(g)
+  for t in range(30):
+    out[t]["b"][0] = 0.0  # a coordinate that stays silent for a while
+  for t in range(0, STEPS, 17):
+    out[t]["w"] = out[t]["w"] * 30.0  # spikes: the max must hold them
+  return [{k: v.astype(np.float32) for k, v in g.items()} for g in out]
+
+
+def _copy(tree):
+  return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
+
+
+def _run(step, init, grads, params=None):
+  params = _copy(params or {k: jnp.zeros(s, jnp.float32) for k, s in SHAPES.items()})
+  state = init(params)
+  for g in grads:
+    params, state = step(params, state, g)
+  return params, state
+
+
+def _plain_step(tx):
+  @jax.jit
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  return step
+
+
+CASES = [(0.9, 0.999, 1e-8, 0.0), (0.0, 0.9, 0.0, 1e-6), (0.5, 0.99, 0.0, 0.0)]
+
+
+@pytest.mark.parametrize("convention", amsgrad_optax.CONVENTIONS)
+@pytest.mark.parametrize("b1,b2,eps,eps_root", CASES)
+def test_kernel_matches_float64_loop(convention, b1, b2, eps, eps_root):
+  _kernel_or_skip()
+  grads = _grads(0)
+  opt = amsgrad_optax.fused_amsgrad(0.01, b1, b2, eps, eps_root, convention=convention)
+  params, state = _run(opt.step, opt.init, grads)
+  for k in SHAPES:
+    g = np.stack([x[k] for x in grads])
+    # From zero params, p_T is the sum of the updates (a float32 sum of STEPS terms).
+    want = ref.amsgrad(g, 0.01, b1, b2, eps, eps_root, convention).sum(axis=0)
+    scale = np.abs(want).max(initial=0.0)
+    np.testing.assert_allclose(params[k], want, rtol=5e-5, atol=1e-6 * scale, err_msg=k)
+  assert int(state[0].count) == STEPS
+
+
+@pytest.mark.parametrize("convention", amsgrad_optax.CONVENTIONS)
+def test_kernel_state_and_params_agree_with_the_xla_step(convention):
+  """The moments are the XLA step's to the ulp; params differ by rounding only."""
+  _kernel_or_skip()
+  grads = _grads(1)
+  rng = np.random.default_rng(2)
+  p0 = {k: rng.normal(size=s).astype(np.float32) for k, s in SHAPES.items()}
+  opt = amsgrad_optax.fused_amsgrad(0.01, convention=convention)
+  p_k, s_k = _run(opt.step, opt.init, grads, p0)
+  p_x, s_x = _run(_plain_step(opt.tx), opt.tx.init, grads, p0)
+  assert jax.tree.structure(s_k) == jax.tree.structure(s_x)
+  for name in ("mu", "nu", "nu_max"):
+    for k in SHAPES:
+      np.testing.assert_array_max_ulp(getattr(s_k[0], name)[k], getattr(s_x[0], name)[k], 2)
+  for k in SHAPES:
+    np.testing.assert_allclose(p_k[k], p_x[k], rtol=1e-6, atol=1e-7)
+
+
+def test_first_step_is_lr_times_sign_and_zero_for_a_zero_gradient_without_eps():
+  _kernel_or_skip()
+  opt = amsgrad_optax.fused_amsgrad(0.5, eps=0.0)
+  params = {"w": jnp.zeros(4)}
+  state = opt.init(params)
+  params, state = opt.step(params, state, {"w": jnp.array([2.0, -3.0, 0.0, 1e-3])})
+  np.testing.assert_allclose(params["w"], [-0.5, 0.5, 0.0, -0.5], rtol=1e-6, atol=0)
+
+
+def test_underflowing_gradients_step_as_the_xla_step_does():
+  """g^2 below float32's subnormals: whatever the CPU's flush mode does, both paths agree."""
+  _kernel_or_skip()
+  g = {"w": jnp.array([1e-20, -1e-22, 1e-30, 3e-19, 0.0])}
+  fused = amsgrad_optax.fused_amsgrad(0.5, eps=0.0)
+  plain = amsgrad_optax.fused_amsgrad(0.5, eps=0.0, use_kernel=False)
+  p = {"w": jnp.zeros(5)}
+  got, _ = fused.step(_copy(p), fused.init(p), g)
+  want, _ = plain.step(_copy(p), plain.init(p), g)
+  np.testing.assert_array_equal(got["w"], want["w"])
+
+
+def test_use_kernel_false_is_the_xla_step_bit_for_bit():
+  grads = _grads(3)
+  opt = amsgrad_optax.fused_amsgrad(0.01, use_kernel=False)
+  got = _run(opt.step, opt.init, grads)
+  want = _run(_plain_step(opt.tx), opt.tx.init, grads)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_trees_take_the_xla_step_bit_for_bit(dtype):
+  opt = amsgrad_optax.fused_amsgrad(0.01)
+  grads = [jax.tree.map(lambda x: x.astype(dtype), g) for g in _grads(4)[:10]]
+  p0 = {k: jnp.ones(s, dtype) for k, s in SHAPES.items()}
+  got = _run(opt.step, opt.init, grads, p0)
+  want = _run(_plain_step(opt.tx), opt.tx.init, grads, p0)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_unavailable_kernel_falls_back_and_use_kernel_true_raises(monkeypatch):
+  monkeypatch.setattr(_fused, "_status", {"ok": False, "reason": "test: no compiler", "path": None})
+  grads = _grads(5)[:5]
+  opt = amsgrad_optax.fused_amsgrad(0.01)
+  got = _run(opt.step, opt.init, grads)
+  want = _run(_plain_step(opt.tx), opt.tx.init, grads)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(RuntimeError, match="test: no compiler"):
+    amsgrad_optax.fused_amsgrad(0.01, use_kernel=True)
+
+
+def test_kernel_switched_off_by_environment(monkeypatch):
+  monkeypatch.setenv("AMSGRAD_OPTAX_FUSED_KERNEL", "0")
+  status = _fused._load()
+  assert not status["ok"] and "AMSGRAD_OPTAX_FUSED_KERNEL=0" in status["reason"]
+
+
+def test_missing_compiler_is_reported_not_raised(monkeypatch, tmp_path):
+  monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+  monkeypatch.setenv("AMSGRAD_OPTAX_CACHE", str(tmp_path))
+  status = _fused._load()
+  assert not status["ok"] and "compiler" in status["reason"]
+
+
+def test_gradient_through_the_step_is_the_xla_steps():
+  """jax.grad through the fused step differentiates the XLA step (the kernel has no rule)."""
+  opt = amsgrad_optax.fused_amsgrad(0.1)
+  params = {"w": jnp.array([0.5, -1.0, 2.0])}
+  state = opt.init(params)
+
+  def loss(step, g):
+    new, _ = step(_copy(params), _copy(state), {"w": g})
+    return jnp.sum(new["w"] ** 2)
+
+  g = jnp.array([0.3, -0.2, 0.0])
+  got = jax.grad(lambda g: loss(opt.step.fused, g))(g)
+  want = jax.grad(lambda g: loss(_plain_step(opt.tx), g))(g)
+  np.testing.assert_array_equal(got, want)
+
+
+def test_vmap_runs_the_kernel_per_example():
+  _kernel_or_skip()
+  opt = amsgrad_optax.fused_amsgrad(0.1)
+  rng = np.random.default_rng(6)
+  p = jnp.asarray(rng.normal(size=(3, 5)).astype(np.float32))
+  g = jnp.asarray(rng.normal(size=(3, 5)).astype(np.float32))
+  state = jax.vmap(opt.init)({"w": p})
+  got, _ = jax.vmap(opt.step.fused)(_copy({"w": p}), state, {"w": g})  # donates the copies
+  for i in range(3):
+    p_i = {"w": p[i]}
+    want, _ = opt.step(p_i, opt.init(p_i), {"w": g[i]})
+    np.testing.assert_array_equal(got["w"][i], want["w"])
+
+
+@pytest.mark.parametrize("name", ["learning_rate", "b1", "eps"])
+def test_hyperparameters_must_be_numbers(name):
+  with pytest.raises(TypeError, match=f"{name} must be a Python number"):
+    amsgrad_optax.fused_amsgrad(**{name: jnp.float32(0.1)})
+
+
+def test_invalid_values_raise_as_amsgrad_does():
+  with pytest.raises(ValueError, match="b1"):
+    amsgrad_optax.fused_amsgrad(0.1, b1=1.5)
+  with pytest.raises(ValueError, match="convention"):
+    amsgrad_optax.fused_amsgrad(0.1, convention="adam")
+  with pytest.raises(TypeError, match="use_kernel"):
+    amsgrad_optax.fused_amsgrad(0.1, use_kernel="yes")
+
+
+@pytest.mark.skipif(jax.device_count() < 2, reason="needs several devices (conftest makes 8)")
+def test_arrays_sharded_over_devices_take_the_xla_step():
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("d",))
+  spread = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("d"))
+  n = 8 * jax.device_count()
+  params = {"w": jax.device_put(jnp.linspace(-1.0, 1.0, n), spread)}
+  grads = {"w": jax.device_put(jnp.linspace(0.5, -0.5, n), spread)}
+  assert not _fused._on_one_device(params)
+  assert _fused._on_one_device({"w": jnp.ones(3)})
+  opt = amsgrad_optax.fused_amsgrad(0.1)
+  got, state = opt.step(_copy(params), opt.init(params), grads)
+  want, _ = _plain_step(opt.tx)(_copy(params), opt.tx.init(params), grads)
+  np.testing.assert_array_equal(got["w"], want["w"])
+  assert got["w"].sharding.is_equivalent_to(spread, 1)
+
+
+def test_the_jitted_kernel_path_loads_the_kernel_itself(monkeypatch):
+  """step.fused called before any step (a fresh process) builds and registers the kernel."""
+  _kernel_or_skip()
+  monkeypatch.setattr(_fused, "_status", {})
+  opt = amsgrad_optax.fused_amsgrad(0.1)
+  p = {"w": jnp.ones(4)}
+  got, _ = opt.step.fused(_copy(p), opt.init(p), {"w": jnp.ones(4)})
+  np.testing.assert_allclose(got["w"], 0.9, rtol=1e-6)
+  assert _fused._status["ok"]
