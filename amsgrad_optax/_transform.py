@@ -492,7 +492,7 @@ def _scale_by_amsgrad(
   block_size: int | None,
   nu_max_factor: Any,
 ) -> optax.GradientTransformation:
-  """:func:`scale_by_amsgrad`, with the hook AdamX needs.
+  r""":func:`scale_by_amsgrad`, with the hook AdamX needs.
 
   ``nu_max_factor`` is None, or a function of the step count returning a
   scalar that multiplies :math:`\hat v_{t-1}` before the maximum
