@@ -329,7 +329,8 @@ def fused_amsgrad(
     )
     return (jit_fused if eligible else jit_plain)(params, state, grads)
 
-  step.fused, step.plain = jit_fused, jit_plain  # for inspection: .lower(...).compile()
+  # For inspection: step.fused.lower(...).compile().
+  step.fused, step.plain = jit_fused, jit_plain  # type: ignore[attr-defined]
   return FusedAmsgrad(tx.init, step, tx)
 
 

@@ -261,7 +261,7 @@ def _spec(x) -> tuple | None:
   """The explicit-mesh partition of ``x``'s axes, or None when the mesh is not explicit."""
   sharding = getattr(jax.typeof(x), "sharding", None)
   mesh = getattr(sharding, "mesh", None)
-  if mesh is None or mesh.empty or not mesh.explicit_axes:
+  if sharding is None or mesh is None or mesh.empty or not mesh.explicit_axes:
     return None
   spec = tuple(sharding.spec)
   return spec + (None,) * (x.ndim - len(spec))
@@ -453,7 +453,8 @@ def zeros(p, block_size: int, signed: bool) -> Any:
   code_dtype = jnp.int8 if signed else jnp.uint8
   zero = jnp.zeros_like(p, dtype=jnp.float32) if isinstance(p, jax.Array) else jnp.zeros(shape)
   like = QuantizedArray(
-    codes=jax.ShapeDtypeStruct(shape, code_dtype), scale=_scale_shape(shape, tile)
+    codes=jax.ShapeDtypeStruct(shape, code_dtype),  # type: ignore[arg-type]  # a shape template
+    scale=_scale_shape(shape, tile),
   )
   return encode(zero, like)
 
@@ -495,8 +496,9 @@ def quantize_moments(params, mu, nu, nu_max, block_size: int):
     return qm, zeros(p, block_size, signed=False), zeros(p, block_size, signed=False)
 
   treedef = jax.tree.structure(params)
-  out = treedef.flatten_up_to(jax.tree.map(one, params, mu, nu, nu_max))
-  return tuple(treedef.unflatten([o[i] for o in out]) for i in range(3))
+  # jax's stubs type PyTreeDef loosely (the same ignore as in _validation.check_same_structure).
+  out = treedef.flatten_up_to(jax.tree.map(one, params, mu, nu, nu_max))  # type: ignore[attr-defined]
+  return tuple(treedef.unflatten([o[i] for o in out]) for i in range(3))  # type: ignore[attr-defined]
 
 
 def store_moments(old_m, old_v, old_vmax, m, v, vmax, *, g, count):

@@ -301,7 +301,8 @@ def check_no_complex_into_real(updates: Any, moments: Any) -> None:
   """Raises TypeError for a complex update of a real param (its imaginary part would be lost)."""
   leaves, treedef = jax.tree_util.tree_flatten_with_path(updates)
   # A moment may be a subtree (an 8-bit leaf's codes and scales: never complex).
-  for (path, u), m in zip(leaves, treedef.flatten_up_to(moments), strict=True):
+  subtrees = treedef.flatten_up_to(moments)  # type: ignore[attr-defined]  # loose PyTreeDef stubs
+  for (path, u), m in zip(leaves, subtrees, strict=True):
     m = jax.tree.leaves(m)[0]
     u_dtype = getattr(u, "dtype", None) or jnp.result_type(u)
     m_dtype = getattr(m, "dtype", None) or jnp.result_type(m)
