@@ -269,9 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
   _add_figure_flags(p)
   g = p.add_argument_group(
     "sweep",
-    "Run a grid of hyperparameters (and seeds) as one vmapped call per optimizer,\n"
-    "sharded over the devices when there are several. Any --sweep-* flag implies\n"
-    "--sweep; --sweep alone runs b1 in {0, 0.5, 0.9} x b2 in {0.9, 0.99, 0.999, 0.9999}.",
+    "Run a grid of hyperparameters (and seeds) as one batch per optimizer, sharded\n"
+    "over the devices when there are several; on the fast engine in calls of about\n"
+    "0.1 s (a progress bar; Ctrl-C drops the unfinished grid, see below), on --engine\n"
+    "scan as one vmapped call. Any --sweep-* flag implies --sweep; --sweep alone\n"
+    "runs b1 in {0, 0.5, 0.9} x b2 in {0.9, 0.99, 0.999, 0.9999}.",
   )
   g.add_argument("--sweep", action="store_true", help="run a grid instead of single runs")
   g.add_argument("--sweep-b1", type=float, nargs="+", metavar="B1", help="values of b1")
