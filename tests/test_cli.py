@@ -478,11 +478,13 @@ def test_progress_bar_moves_during_a_fast_run_and_ctrl_c_stops_it():
 LONG_SWEEP = ("--sweep-b1", "0", "0.5", "0.9", "--sweep-b2", "0.99", "0.999", "--steps", "2e9")
 
 
-def test_sigint_without_a_terminal_stops_a_long_sweep_between_calls_with_strict_json():
-  # The grid runs as host calls of about 0.1 s: an interrupt lands between
-  # them, not after the whole grid (as it did when a grid was one call).
+@pytest.mark.parametrize("engine", ["fast", "scan"])
+def test_sigint_without_a_terminal_stops_a_long_sweep_between_calls_with_strict_json(engine):
+  # The grid runs as host calls (about 0.1 s fast, 2^20 steps of all runs
+  # scan): an interrupt lands between them, not after the whole grid (as it
+  # did when a grid was one call).
   proc = spawn(
-    *LONG_SWEEP, "--json", "--optimizer", "adam", "amsgrad",
+    *LONG_SWEEP, "--json", "--optimizer", "adam", "amsgrad", "--engine", engine,
     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
   )  # fmt: skip
   try:
@@ -509,7 +511,8 @@ def test_sigint_without_a_terminal_stops_a_long_sweep_between_calls_with_strict_
   )
 
 
-def test_progress_bar_moves_during_a_sweep_and_ctrl_c_stops_it():
+@pytest.mark.parametrize("engine", ["fast", "scan"])
+def test_progress_bar_moves_during_a_sweep_and_ctrl_c_stops_it(engine):
   import fcntl
   import pty
   import struct
@@ -518,8 +521,9 @@ def test_progress_bar_moves_during_a_sweep_and_ctrl_c_stops_it():
   leader, follower = pty.openpty()
   fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
   proc = spawn(
-    *LONG_SWEEP, "--optimizer", "adam", stdout=subprocess.PIPE, stderr=follower, text=True
-  )
+    *LONG_SWEEP, "--optimizer", "adam", "--engine", engine,
+    stdout=subprocess.PIPE, stderr=follower, text=True,
+  )  # fmt: skip
   os.close(follower)
   seen, buf = set(), b""
   try:

@@ -423,3 +423,55 @@ def test_bad_input_names_the_argument(make, match):
 def test_run_rejects_a_non_problem():
   with pytest.raises(TypeError, match="problem must be an OnlineProblem"):
     synthetic.run("online", optax.sgd(0.1), 10)
+
+
+class _Bar:
+  """Stands in for the tqdm bar: records its position after each update."""
+
+  def __init__(self):
+    self.n, self.positions = 0, []
+
+  def update(self, k):
+    self.n += k
+    self.positions.append(self.n)
+
+
+@pytest.mark.standard_promotion  # optax.adam needs implicit promotion
+@pytest.mark.parametrize(
+  "optimizer",
+  ["amsgrad", lambda **hp: optax.adam(hp["learning_rate"], hp["b1"], hp["b2"], hp["eps"])],
+  ids=["named", "callable"],
+)
+def test_scan_sweep_in_host_calls_equals_one_vmapped_simulate_bit_for_bit(monkeypatch, optimizer):
+  import contextlib
+
+  from amsgrad_optax.synthetic import _runner
+
+  bars = []
+
+  def fake_bar(total, label, enabled):
+    bars.append(_Bar() if enabled else None)
+    return contextlib.nullcontext(bars[-1])
+
+  monkeypatch.setattr(_runner, "_progress_bar", fake_bar)
+  monkeypatch.setattr(_runner, "_DEFAULT_CHUNK", 4096 * 4 * 2)  # 2 blocks of 4 runs a call
+  problem = synthetic.stochastic(probability=0.05)
+  steps = 4096 * 5 + 777
+  grid = {"b1": [0.0, 0.9], "b2": [0.9, 0.999]}
+  table = synthetic.sweep(
+    problem, steps, grid, optimizer=optimizer, engine="scan", shard=False, progress=True
+  )
+  # Calls of 2, 2, then 1 block and the rest: the bar moves after each.
+  assert [b.positions for b in bars] == [[2 * 4096, 4 * 4096, steps]]
+  make = optimizer if callable(optimizer) else synthetic.make_optimizer
+
+  def one(hp, seed):
+    tx = make(**hp) if callable(optimizer) else make("amsgrad", **hp)
+    sim = synthetic.simulate(problem, tx, steps, key=jax.random.key(seed), engine="scan")
+    return sim.x_final, sim.regret, sim.regret_residual
+
+  hp = {k: np.asarray(table[k], np.float32) for k in ("learning_rate", "b1", "b2", "eps")}
+  x, regret, residual = jax.jit(jax.vmap(one))(hp, np.asarray(table["seed"], np.int32))
+  np.testing.assert_array_equal(table["x_final"], np.asarray(x, np.float64))
+  total = np.asarray(regret, np.float64) + np.asarray(residual, np.float64)
+  np.testing.assert_array_equal(table["regret"], total)
