@@ -478,13 +478,11 @@ def test_progress_bar_moves_during_a_fast_run_and_ctrl_c_stops_it():
 LONG_SWEEP = ("--sweep-b1", "0", "0.5", "0.9", "--sweep-b2", "0.99", "0.999", "--steps", "2e9")
 
 
-@pytest.mark.parametrize("engine", ["fast", "scan"])
-def test_sigint_without_a_terminal_stops_a_long_sweep_between_calls_with_strict_json(engine):
-  # The grid runs as host calls (about 0.1 s fast, 2^20 steps of all runs
-  # scan): an interrupt lands between them, not after the whole grid (as it
-  # did when a grid was one call).
+def test_sigint_without_a_terminal_stops_a_long_sweep_between_calls_with_strict_json():
+  # The grid runs as host calls of about 0.1 s: an interrupt lands between
+  # them, not after the whole grid (as it did when a grid was one call).
   proc = spawn(
-    *LONG_SWEEP, "--json", "--optimizer", "adam", "amsgrad", "--engine", engine,
+    *LONG_SWEEP, "--json", "--optimizer", "adam", "amsgrad",
     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
   )  # fmt: skip
   try:
@@ -511,8 +509,7 @@ def test_sigint_without_a_terminal_stops_a_long_sweep_between_calls_with_strict_
   )
 
 
-@pytest.mark.parametrize("engine", ["fast", "scan"])
-def test_progress_bar_moves_during_a_sweep_and_ctrl_c_stops_it(engine):
+def test_progress_bar_moves_during_a_sweep_and_ctrl_c_stops_it():
   import fcntl
   import pty
   import struct
@@ -521,9 +518,8 @@ def test_progress_bar_moves_during_a_sweep_and_ctrl_c_stops_it(engine):
   leader, follower = pty.openpty()
   fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
   proc = spawn(
-    *LONG_SWEEP, "--optimizer", "adam", "--engine", engine,
-    stdout=subprocess.PIPE, stderr=follower, text=True,
-  )  # fmt: skip
+    *LONG_SWEEP, "--optimizer", "adam", stdout=subprocess.PIPE, stderr=follower, text=True
+  )
   os.close(follower)
   seen, buf = set(), b""
   try:

@@ -7,7 +7,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -95,14 +94,11 @@ def sweep(
       engine with all configs batched together; a callable's
       transformations run each as :func:`simulate` picks), ``"fast"`` (a
       named optimizer only) or ``"scan"`` (the step-by-step scan always).
-      Both run the grid as host calls (the fast engine's of about 0.1 s,
-      the scan's of about :math:`2^{20}` steps of all the runs), so that
-      the progress bar moves and Ctrl-C (KeyboardInterrupt) takes effect
-      between them, dropping the unfinished grid; the result is bit for
-      bit that of one call. Only a callable's transformations that the
-      fast engine runs under ``"auto"`` are one ``jax.jit(jax.vmap(...))``
-      call, with no bar, interrupted when it returns.
-    progress: show a tqdm progress bar on stderr.
+      The fast engine runs as host calls of about 0.1 s each, so that the
+      progress bar moves and Ctrl-C (KeyboardInterrupt) takes effect
+      between them, dropping the unfinished grid; the scan runs as one
+      ``jax.jit(jax.vmap(...))`` call, interrupted only when it returns.
+    progress: show a tqdm progress bar on stderr (the fast engine only).
     label: the bar's description.
 
   Returns:
@@ -208,10 +204,9 @@ def _run_configs(
 ) -> tuple[Any, Any, Any]:
   """Returns ``(x_final, regret, residual)`` of every config, padded to a multiple of the devices.
 
-  The fast engine runs as host-driven calls of :func:`_fast.advance_batch`,
-  the scan as those of :func:`_run_scan_chunks` (a progress bar, and Ctrl-C
-  between calls); a callable whose transformations the fast engine runs
-  (under ``"auto"``), as one ``jit(vmap(...))`` call. With ``shard`` the inputs and outputs are split
+  The fast engine runs as host-driven calls of :func:`_fast.advance_batch`
+  (a progress bar, and Ctrl-C between calls); the scan as one
+  ``jit(vmap(...))`` call. With ``shard`` the inputs and outputs are split
   over a 1-D mesh of all devices along the config axis.
   """
 
@@ -253,22 +248,12 @@ def _run_configs(
     shardings = (split,) * n_split + (whole,) * n_replicated
     return jax.jit(f, in_shardings=shardings, out_shardings=split, **kw)
 
-  inner_fast = None
-  if fast is None:
-    with _runner.deferred_interrupt():  # builds a transformation: may run JAX ops
-      first_tx = make_tx(**{k: jnp.asarray(v[0]) for k, v in hp_in.items()})
-      inner_fast = _runner._pick_engine(inner_engine, first_tx, None, problem, steps)
   hp_in, seed_in = put(hp_in), put(seed_in)
-  if fast is None and inner_fast is not None:
-    # A callable's transformations that the fast engine runs, each under
-    # vmap: one compiled call, traced, compiled and run at once, so Ctrl-C
-    # takes effect when it returns (cutting tracing short would crash at exit).
+  if fast is None:
+    # One compiled call, traced, compiled and run at once: Ctrl-C takes
+    # effect when it returns (cutting tracing short would crash at exit).
     with _runner.deferred_interrupt():
       return jit(jax.vmap(one), 2)(hp_in, seed_in)
-  if fast is None:
-    return _run_scan_chunks(
-      problem, make_tx, steps, hp_in, seed_in, unroll, jit, put, progress, label
-    )
 
   # The fast engine is batched itself: the runs share its rows and loops. The
   # host runs its chunks in calls of about 0.1 s (the bar moves, Ctrl-C stops
@@ -297,67 +282,6 @@ def _run_configs(
     label,
   )
   return _fast.result(jax.device_get(state))
-
-
-def _run_scan_chunks(
-  problem: _problems.Problem,
-  make_tx: Callable[..., optax.GradientTransformation],
-  steps: int,
-  hp_in: dict[str, Any],
-  seed_in: Any,
-  unroll: int,
-  jit: Callable[..., Any],
-  put: Callable[[Any], Any],
-  progress: bool,
-  label: str | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Returns ``(x_final, regret, residual)``: the scan engine's runs, vmapped, in host calls.
-
-  The steps are those of :func:`_runner.simulate` without a trace (blocks of
-  ``_DEFAULT_BLOCK`` steps, then the rest), cut between blocks into calls of
-  about ``_DEFAULT_CHUNK`` steps of all the runs together, so that the bar
-  moves and Ctrl-C takes effect between calls. Two compilations at most: a
-  whole call, and the last one with the rest.
-  """
-  batch = len(seed_in)
-  block = min(steps, _runner._DEFAULT_BLOCK)
-  n_blocks, extra = divmod(steps, block)
-  # About _DEFAULT_CHUNK steps of all the runs per call (whole blocks).
-  per_call = max(1, min(n_blocks, _runner._DEFAULT_CHUNK // (block * batch)))
-
-  def init(hp):
-    return _runner._init_carry(problem, make_tx(**hp), jnp.float32)
-
-  def advance(n_block_steps: int, tail: int):
-    def one(hp, seed, carry):
-      stepper = _runner._Stepper(problem, make_tx(**hp), jax.random.key(seed), unroll)
-      carry, _ = jax.lax.scan(
-        lambda c, _: (stepper.steps(c, block), None), carry, None, length=n_block_steps
-      )
-      return stepper.steps(carry, tail)
-
-    return jit(jax.vmap(one), 3, donate_argnums=2)
-
-  compiled: dict[tuple[int, int], Any] = {}
-  with _runner.deferred_interrupt():  # no KeyboardInterrupt inside XLA's compilation
-    carry = jit(jax.vmap(init), 1)(hp_in)
-  with _runner._progress_bar(steps, label, progress) as bar:
-    done = 0
-    while done < n_blocks:
-      n = min(per_call, n_blocks - done)
-      tail = extra if done + n == n_blocks else 0
-      if (n, tail) not in compiled:
-        with _runner.deferred_interrupt():
-          compiled[n, tail] = advance(n, tail).lower(hp_in, seed_in, carry).compile()
-      carry = compiled[n, tail](hp_in, seed_in, carry)
-      jax.block_until_ready(carry)
-      done += n
-      if bar is not None:
-        bar.update(done * block + tail - bar.n)
-  host = jax.device_get(carry)
-  total = host.regret + host.compensation
-  residual = host.compensation - (total - host.regret)
-  return host.x, total, residual
 
 
 def theorem1_sweep(
