@@ -474,6 +474,79 @@ def test_progress_bar_moves_during_a_fast_run_and_ctrl_c_stops_it():
   assert b"amsgrad-synthetic: interrupted: 0 of 1 runs finished" in buf
 
 
+# A sweep of 6 configs x 2e9 steps per optimizer: a minute or more of one CPU core per grid.
+LONG_SWEEP = ("--sweep-b1", "0", "0.5", "0.9", "--sweep-b2", "0.99", "0.999", "--steps", "2e9")
+
+
+def test_sigint_without_a_terminal_stops_a_long_sweep_between_calls_with_strict_json():
+  # The grid runs as host calls of about 0.1 s: an interrupt lands between
+  # them, not after the whole grid (as it did when a grid was one call).
+  proc = spawn(
+    *LONG_SWEEP, "--json", "--optimizer", "adam", "amsgrad",
+    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+  )  # fmt: skip
+  try:
+    assert proc.stderr.readline() == "ready\n"
+    time.sleep(4.0)  # into the compilation or the first grid
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    waited = time.monotonic() - sent
+  finally:
+    proc.kill()
+  assert proc.returncode == 130, err
+  # Generous for a loaded machine; a grid takes a minute or more.
+  assert waited < 10, waited
+  doc = strict_json(out)
+  assert doc["interrupted"] is True
+  # Only whole grids: the one running when the signal came is dropped.
+  labels = [r["label"] for r in doc["sweep"]]
+  finished = len(labels) // 6
+  assert len(labels) == 6 * finished and finished < 2
+  assert labels == ["adam"] * len(labels)
+  assert err.splitlines()[-1] == (
+    f"amsgrad-synthetic: interrupted: {finished} of 2 optimizers' grids finished"
+  )
+
+
+def test_progress_bar_moves_during_a_sweep_and_ctrl_c_stops_it():
+  import fcntl
+  import pty
+  import struct
+  import termios
+
+  leader, follower = pty.openpty()
+  fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+  proc = spawn(
+    *LONG_SWEEP, "--optimizer", "adam", stdout=subprocess.PIPE, stderr=follower, text=True
+  )
+  os.close(follower)
+  seen, buf = set(), b""
+  try:
+    deadline = time.monotonic() + 120
+    while len(seen) < 3 and time.monotonic() < deadline and proc.poll() is None:
+      try:
+        chunk = os.read(leader, 4096)
+      except OSError:
+        break
+      buf += chunk
+      seen.update(re.findall(rb"\| *([0-9.]+[kMG]?)/2\.00G", buf))
+      seen.discard(b"0")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    try:
+      while chunk := os.read(leader, 4096):
+        buf += chunk
+    except OSError:
+      pass
+  finally:
+    proc.kill()
+    os.close(leader)
+  assert len(seen) >= 3, buf[-500:]
+  assert proc.returncode == 130
+  assert b"amsgrad-synthetic: interrupted: 0 of 1 optimizers' grids finished" in buf
+
+
 # ------------------------------------------------------------------ the examples' --help
 
 

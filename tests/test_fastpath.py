@@ -336,3 +336,65 @@ def test_cli_rejects_bad_engine_and_grid_flags(capsys, tmp_path, argv, message):
     _cli.main([*argv, "--steps", "100", "--quiet"])
   assert exc.value.code == 2
   assert message in capsys.readouterr().err
+
+
+def _one_call_per_chunk(monkeypatch):
+  """Makes the host loop run one chunk per call; returns the list of calls' ``(first, count)``."""
+  from amsgrad_optax.synthetic import _runner
+
+  monkeypatch.setattr(_runner, "_FIRST_CALL_CHUNKS", 1)
+  monkeypatch.setattr(_runner, "_TARGET_CALL_SECONDS", 0.0)
+  calls = []
+  real = _runner._drive_chunks
+
+  def spy(advance, *args, **kwargs):
+    def counted(state, first, count):
+      calls.append((int(first), int(count)))
+      return advance(state, first, count)
+
+    return real(counted, *args, **kwargs)
+
+  monkeypatch.setattr(_runner, "_drive_chunks", spy)
+  return calls
+
+
+def _one_call(problem, name, steps, hp, seeds, convention="pytorch", big=None):
+  """The sweep's runs as one jitted _fast.simulate_batch call (the engine's single-call result)."""
+
+  def fn(hp, seeds):
+    spec = _fast.OptimizerSpec(name, **hp, convention=convention, lr_schedule="constant")
+    keys = jax.vmap(jax.random.key)(seeds)
+    return _fast.simulate_batch(problem, spec, steps, keys, big=big)
+
+  hp = {k: np.asarray(v, np.float32) for k, v in hp.items()}
+  x, regret, residual = jax.jit(fn)(hp, np.asarray(seeds, np.int32))
+  return np.asarray(x, np.float64), np.asarray(regret, np.float64) + np.asarray(residual)
+
+
+@pytest.mark.parametrize("shard", [False, True])
+def test_sweep_run_chunk_by_chunk_equals_one_call_bit_for_bit(small_chunks, monkeypatch, shard):
+  calls = _one_call_per_chunk(monkeypatch)
+  problem = synthetic.stochastic(probability=0.05)
+  steps = 3011  # with 4 runs: chunks of 16 x 16 steps, the last one padded
+  grid = {"b1": [0.0, 0.9], "b2": [0.9, 0.999]}
+  table = synthetic.sweep(problem, steps, grid, optimizer="amsgrad", seeds=(0, 5), shard=shard)
+  n_chunks = _fast.num_chunks(steps, 8)
+  assert n_chunks > 3
+  assert calls == [(i, 1) for i in range(n_chunks)]
+  hp = {k: table[k] for k in ("learning_rate", "b1", "b2", "eps")}
+  x, regret = _one_call(problem, "amsgrad", steps, hp, table["seed"])
+  np.testing.assert_array_equal(table["x_final"], x)
+  np.testing.assert_array_equal(table["regret"], regret)
+
+
+def test_theorem1_sweep_run_chunk_by_chunk_equals_one_call_bit_for_bit(small_chunks, monkeypatch):
+  calls = _one_call_per_chunk(monkeypatch)
+  steps = 3011
+  table = synthetic.theorem1_sweep([3.0, 10.0], steps, {"b2": [0.01, 0.9]}, shard=False)
+  assert len(calls) == _fast.num_chunks(steps, 4) > 3
+  hp = {k: table[k] for k in ("learning_rate", "b1", "b2", "eps")}
+  problem = synthetic.theorem1(3.0)
+  x, regret = _one_call(problem, "adam", steps, hp, np.zeros(4), big=table["C"])
+  np.testing.assert_array_equal(table["x_final"], x)
+  np.testing.assert_array_equal(table["regret"], regret)
+  assert set(np.round(x).tolist()) == {1.0, -1.0}  # the grid holds both outcomes

@@ -379,6 +379,8 @@ def advance_batch(
   state: FastState,
   first: jax.Array,
   count: jax.Array,
+  *,
+  big: jax.Array | None = None,
 ) -> FastState:
   """Returns ``state`` after the chunks ``first .. first + count - 1`` of a batch of runs.
 
@@ -395,11 +397,12 @@ def advance_batch(
     state: the state after chunk ``first - 1`` (:func:`initial_state` for 0).
     first: the index of the first chunk to run, int32.
     count: how many chunks to run, int32.
+    big: as for :func:`simulate_batch`.
 
   Returns:
     The state after the last chunk run.
   """
-  hp, ctx, chunk, _ = _prepare(problem, spec, steps, keys, state.x.dtype)
+  hp, ctx, chunk, _ = _prepare(problem, spec, steps, keys, state.x.dtype, big)
 
   def body(i, s):
     return _chunk(s, i * jnp.int32(chunk), hp, ctx)

@@ -525,6 +525,48 @@ def _next_call_size(count: int, seconds: float) -> int:
   return max(1, min(count * 4, int(count * _TARGET_CALL_SECONDS / seconds)))
 
 
+def _drive_chunks(
+  advance: Any,
+  state: Any,
+  n_chunks: int,
+  per_chunk: int,
+  steps: int,
+  progress: bool,
+  label: str | None,
+) -> tuple[Any, float]:
+  """Runs the fast engine's chunks from the host, in calls of about :data:`_TARGET_CALL_SECONDS`.
+
+  Between calls the progress bar moves and an interrupt (KeyboardInterrupt)
+  takes effect; the chunks, and so the result, are those of one call.
+
+  Args:
+    advance: ``(state, first, count) -> state``, a compiled call of
+      :func:`_fast.advance_batch` (the state donated).
+    state: the state before chunk 0.
+    n_chunks: the chunks of the run.
+    per_chunk: the steps of one chunk (of every run of a batch).
+    steps: :math:`T`, the bar's total.
+    progress: show a tqdm bar on stderr.
+    label: the bar's description.
+
+  Returns:
+    ``(state, seconds)``: the state after the last chunk, and the wall time.
+  """
+  t0 = time.perf_counter()
+  with _progress_bar(steps, label, progress) as bar:
+    done, count = 0, _FIRST_CALL_CHUNKS
+    while done < n_chunks:
+      count = min(count, n_chunks - done)
+      t_call = time.perf_counter()
+      state = advance(state, np.int32(done), np.int32(count))
+      jax.block_until_ready(state)
+      done += count
+      if bar is not None:
+        bar.update(min(done * per_chunk, steps) - bar.n)
+      count = _next_call_size(count, time.perf_counter() - t_call)
+  return state, time.perf_counter() - t0
+
+
 def _run_fast(problem, spec, steps, key, dtype, progress, label) -> RunResult:
   dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
   hp = {n: jnp.asarray(getattr(spec, n)).astype(dtype) for n in _HYPERPARAMETERS}
@@ -534,8 +576,6 @@ def _run_fast(problem, spec, steps, key, dtype, progress, label) -> RunResult:
       problem, spec.name, spec.convention, spec.lr_schedule, steps, dtype, key.shape, key.dtype
     )
   compile_seconds = time.perf_counter() - t0
-  n_chunks = _fast.num_chunks(steps)
-  per_chunk = _fast.chunk_steps(steps)
   # Host arrays: the first call takes them in, with no device op to dispatch first.
   # (Typed as the device arrays the compiled call returns in their place.)
   zeros = [cast(jax.Array, np.zeros((1,), dtype)) for _ in range(5)]
@@ -543,21 +583,15 @@ def _run_fast(problem, spec, steps, key, dtype, progress, label) -> RunResult:
   state = _fast.FastState(
     m=zeros[0], v=zeros[1], nu_max=zeros[2], x=x0, regret=zeros[3], compensation=zeros[4]
   )
-  t0 = time.perf_counter()
-  with _progress_bar(steps, label, progress) as bar:
-    # Calls of about _TARGET_CALL_SECONDS each, so that the bar moves and an
-    # interrupt (KeyboardInterrupt) is seen between them.
-    done, count = 0, _FIRST_CALL_CHUNKS
-    while done < n_chunks:
-      count = min(count, n_chunks - done)
-      t_call = time.perf_counter()
-      state = compiled(hp, key, state, np.int32(done), np.int32(count))
-      jax.block_until_ready(state)
-      done += count
-      if bar is not None:
-        bar.update(min(done * per_chunk, steps) - bar.n)
-      count = _next_call_size(count, time.perf_counter() - t_call)
-  seconds = time.perf_counter() - t0
+  state, seconds = _drive_chunks(
+    lambda s, first, count: compiled(hp, key, s, first, count),
+    state,
+    _fast.num_chunks(steps),
+    _fast.chunk_steps(steps),
+    steps,
+    progress,
+    label,
+  )
   # One transfer, and the double-word sum joined on the host as _fast.result does.
   host = jax.device_get(state)
   total = host.regret + host.compensation
