@@ -110,14 +110,14 @@ CONFIGS = [
   ("ours   mu+nu bf16", _ours(mu_dtype=BF16, nu_dtype=BF16), F32, "ours"),
   ("ours   bf16 params+state", _ours(), BF16, "ours"),
   ("ours   bf16 params, f32 state", _ours(mu_dtype=F32, nu_dtype=F32), BF16, "ours"),
-  ("ours   f16 params (nu f32)", _ours(), F16, "ours"),
+  ("ours   f16 params (f32 state)", _ours(), F16, "ours"),
   ("ours/o float32", _ours(convention="optax"), F32, "optax"),
   ("ours/o mu bf16", _ours(convention="optax", mu_dtype=BF16), F32, "optax"),
   ("optax  mu bf16", lambda: optax.amsgrad(LR, mu_dtype=BF16), F32, "optax"),
   ("ours/o mu+nu bf16", _ours(convention="optax", mu_dtype=BF16, nu_dtype=BF16), F32, "optax"),
   ("ours/o bf16 params+state", _ours(convention="optax"), BF16, "optax"),
   ("optax  bf16 params+state", lambda: optax.amsgrad(LR), BF16, "optax"),
-  ("ours/o f16 params (nu f32)", _ours(convention="optax"), F16, "optax"),
+  ("ours/o f16 params (f32 state)", _ours(convention="optax"), F16, "optax"),
   ("optax  f16 params+state", lambda: optax.amsgrad(LR), F16, "optax"),
 ]
 REFERENCES = {"ours": _ours(), "optax": lambda: optax.amsgrad(LR)}
