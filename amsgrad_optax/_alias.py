@@ -55,7 +55,7 @@ def _scale_by_learning_rate(learning_rate: optax.ScalarOrSchedule) -> optax.Grad
     return inner
 
   def update_fn(updates, state, params=None):
-    for dtype in {jnp.dtype(_real(u)) for u in jax.tree.leaves(updates)}:
+    for dtype in {_transform._real_dtype(jnp.result_type(u)) for u in jax.tree.leaves(updates)}:
       # -lr * u is formed in the update's dtype: lr = 1e5 is inf in float16.
       _validation.check_finite_in("learning_rate", learning_rate, dtype)
     if isinstance(learning_rate, (int, float)):
@@ -64,19 +64,9 @@ def _scale_by_learning_rate(learning_rate: optax.ScalarOrSchedule) -> optax.Grad
     # schedule's value (a bfloat16 rate times float32 updates is refused under
     # strict promotion); a float32 rate with float32 updates is unchanged.
     step = -jnp.asarray(learning_rate)
-    return jax.tree.map(lambda u: _cast_real(step, u) * u, updates), state
+    return jax.tree.map(lambda u: step.astype(jnp.result_type(u)) * u, updates), state
 
   return optax.GradientTransformation(inner.init, update_fn)
-
-
-def _cast_real(step: jax.Array, u: jax.Array) -> jax.Array:
-  dtype = _real(u) if not jnp.iscomplexobj(u) else jnp.result_type(u)
-  return step.astype(dtype)
-
-
-def _real(u) -> jnp.dtype:
-  dtype = getattr(u, "dtype", None) or jnp.result_type(u)
-  return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.inexact) else dtype
 
 
 def _with_weight_decay(
@@ -249,16 +239,7 @@ def amsgrad(
   )
   tx = _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask, skip_nonfinite)
   # For diagnostics and checkpoints: the state alone does not say what it belongs to.
-  config = (
-    convention,
-    learning_rate,
-    b1,
-    b2,
-    eps,
-    eps_root,
-    1.0 if b1_decay is None else b1_decay,
-    0.0 if weight_decay is None else weight_decay,
-  )
+  config = (convention, learning_rate, b1, b2, eps, eps_root, b1_decay, weight_decay)
   return _config.record(tx, _config.AmsgradConfig(*config))
 
 
@@ -378,7 +359,5 @@ def adamx(
   )
   tx = _finish(scaler, learning_rate, weight_decay, decoupled_weight_decay, mask, skip_nonfinite)
   # Its step from nu_max is the "paper" convention's, so diagnostics read it as that.
-  decay = 1.0 if b1_decay is None else b1_decay
-  wd = 0.0 if weight_decay is None else weight_decay
-  config = _config.AmsgradConfig("paper", learning_rate, b1, b2, eps, eps_root, decay, wd)
-  return _config.record(tx, config)
+  config = ("paper", learning_rate, b1, b2, eps, eps_root, b1_decay, weight_decay)
+  return _config.record(tx, _config.AmsgradConfig(*config))

@@ -43,8 +43,9 @@ class AmsgradConfig:
     b2: decay rate of the second moment.
     eps: added to the denominator outside the square root.
     eps_root: added to ``nu_max`` inside the square root.
-    b1_decay: the factor of a decaying ``b1`` (1.0 keeps it constant).
-    weight_decay: the weight-decay rate (0.0 for none).
+    b1_decay: the factor of a decaying ``b1`` (1.0, or None, keeps it
+      constant).
+    weight_decay: the weight-decay rate (0.0, or None, for none).
 
   Examples:
     >>> import amsgrad_optax
@@ -62,13 +63,18 @@ class AmsgradConfig:
   b2: jax.typing.ArrayLike = 0.999
   eps: jax.typing.ArrayLike = 1e-8
   eps_root: jax.typing.ArrayLike = 0.0
-  b1_decay: jax.typing.ArrayLike = 1.0
-  weight_decay: jax.typing.ArrayLike = 0.0
+  b1_decay: jax.typing.ArrayLike | None = 1.0
+  weight_decay: jax.typing.ArrayLike | None = 0.0
 
   def __post_init__(self):
     # The name only: the numbers may be tracers (optax.inject_hyperparams
     # calls the factory inside the update), and the factory checked them.
     object.__setattr__(self, "convention", _conventions.get_convention(self.convention).name)
+    # The factories' None ("unset") is the constant b1 and no weight decay.
+    if self.b1_decay is None:
+      object.__setattr__(self, "b1_decay", 1.0)
+    if self.weight_decay is None:
+      object.__setattr__(self, "weight_decay", 0.0)
 
   def to_json(self) -> dict[str, Any]:
     """Returns the record as JSON-ready values (a schedule as the string ``"schedule"``).

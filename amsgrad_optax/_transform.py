@@ -92,16 +92,16 @@ def _default_nu_dtype(param_dtype, nu_dtype, complex_nu: bool = False):
   return real
 
 
-def _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype):
-  _validation.check_range("b1", b1, low=0.0, high=1.0)
-  _validation.check_range("eps", eps, low=0.0)
-  _validation.check_range("eps_root", eps_root, low=0.0)
+def _check_common(hyperparams, b1_decay, mu_dtype, nu_dtype):
+  """Checks ``hyperparams`` (b1, eps, eps_root, and b2 where there is one) and the dtypes."""
+  _validation.check_range("b1", hyperparams["b1"], low=0.0, high=1.0)
+  _validation.check_range("eps", hyperparams["eps"], low=0.0)
+  _validation.check_range("eps_root", hyperparams["eps_root"], low=0.0)
   if b1_decay is not None:
     _validation.check_range("b1_decay", b1_decay, low=0.0, high=1.0, high_inclusive=True)
   # The widest dtype the arithmetic can run in: float32, or float64 under
   # jax_enable_x64 (then each leaf's dtype is checked again at the update).
-  widest = _conventions.default_float_dtype()
-  _check_hyperparams({"b1": b1, "eps": eps, "eps_root": eps_root}, widest)
+  _check_hyperparams(hyperparams, _conventions.default_float_dtype())
   mu_dtype = _validation.canonical_dtype("mu_dtype", mu_dtype)
   nu_dtype = _validation.canonical_dtype("nu_dtype", nu_dtype)
   for name, dt in (("mu_dtype", mu_dtype), ("nu_dtype", nu_dtype)):
@@ -500,9 +500,8 @@ def _scale_by_amsgrad(
   """
   conv = _conventions.get_convention(convention)
   _validation.check_range("b2", b2, low=0.0, high=1.0)
-  _validation.check_below_one_in("b2", b2, _conventions.default_float_dtype())
-  mu_dtype, nu_dtype = _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype)
   hyperparams = {"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}
+  mu_dtype, nu_dtype = _check_common(hyperparams, b1_decay, mu_dtype, nu_dtype)
   if block_size is None:
     block_size = _quantize.DEFAULT_BLOCK_SIZE
   state_bits, block_size = _quantize.check_options(state_bits, block_size)
@@ -596,9 +595,7 @@ def _scale_by_amsgrad(
     mu = jax.tree.map(lambda m, old: _cast(m, old.dtype), mu, state.mu)
     return u, ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
 
-  config = _config.AmsgradConfig(
-    convention, None, b1, b2, eps, eps_root, 1.0 if b1_decay is None else b1_decay
-  )
+  config = _config.AmsgradConfig(convention, None, b1, b2, eps, eps_root, b1_decay)
   return _config.record(optax.GradientTransformation(init_fn, update_fn), config)
 
 
@@ -663,8 +660,8 @@ def scale_by_adamnc(
     Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
     <https://openreview.net/forum?id=ryQu7f-RZ>`_, ICLR 2018, Section 4.
   """
-  mu_dtype, nu_dtype = _check_common(b1, eps, eps_root, b1_decay, mu_dtype, nu_dtype)
   hyperparams = {"b1": b1, "eps": eps, "eps_root": eps_root}
+  mu_dtype, nu_dtype = _check_common(hyperparams, b1_decay, mu_dtype, nu_dtype)
 
   divide = functools.partial(_divide, guard_zero=_may_divide_by_zero(eps, eps_root))
 

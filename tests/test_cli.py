@@ -430,9 +430,9 @@ def test_sigint_without_a_terminal_stops_a_long_run_with_strict_json(engine):
   assert err.splitlines()[-1] == f"amsgrad-synthetic: interrupted: {finished} of 4 runs finished"
 
 
-def test_progress_bar_moves_during_a_fast_run_and_ctrl_c_stops_it():
-  # stderr on a terminal: the bar shows. It must advance several times before
-  # the run ends (the fast engine used to jump from 0% to done).
+def _bar_positions_then_ctrl_c(*args: str) -> tuple[set[bytes], int, str, bytes]:
+  """Runs the command with stderr on a pseudo-terminal until its bar has shown three positions
+  (or two minutes pass), then sends SIGINT; returns (positions, exit status, stdout, terminal)."""
   import fcntl
   import pty
   import struct
@@ -441,10 +441,7 @@ def test_progress_bar_moves_during_a_fast_run_and_ctrl_c_stops_it():
   leader, follower = pty.openpty()
   # A terminal of 30 rows, 100 columns (tqdm draws nothing on one of width 0).
   fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
-  proc = spawn(
-    "--steps", "2e9", "--optimizer", "adam",
-    stdout=subprocess.PIPE, stderr=follower, text=True,
-  )  # fmt: skip
+  proc = spawn(*args, stdout=subprocess.PIPE, stderr=follower, text=True)
   os.close(follower)
   seen, buf = set(), b""
   try:
@@ -468,8 +465,15 @@ def test_progress_bar_moves_during_a_fast_run_and_ctrl_c_stops_it():
   finally:
     proc.kill()
     os.close(leader)
+  return seen, proc.returncode, out, buf
+
+
+def test_progress_bar_moves_during_a_fast_run_and_ctrl_c_stops_it():
+  # stderr on a terminal: the bar shows. It must advance several times before
+  # the run ends (the fast engine used to jump from 0% to done).
+  seen, returncode, out, buf = _bar_positions_then_ctrl_c("--steps", "2e9", "--optimizer", "adam")
   assert len(seen) >= 3, buf[-500:]
-  assert proc.returncode == 130
+  assert returncode == 130
   assert out.splitlines()[0].startswith("online: ")
   assert b"amsgrad-synthetic: interrupted: 0 of 1 runs finished" in buf
 
@@ -510,40 +514,9 @@ def test_sigint_without_a_terminal_stops_a_long_sweep_between_calls_with_strict_
 
 
 def test_progress_bar_moves_during_a_sweep_and_ctrl_c_stops_it():
-  import fcntl
-  import pty
-  import struct
-  import termios
-
-  leader, follower = pty.openpty()
-  fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
-  proc = spawn(
-    *LONG_SWEEP, "--optimizer", "adam", stdout=subprocess.PIPE, stderr=follower, text=True
-  )
-  os.close(follower)
-  seen, buf = set(), b""
-  try:
-    deadline = time.monotonic() + 120
-    while len(seen) < 3 and time.monotonic() < deadline and proc.poll() is None:
-      try:
-        chunk = os.read(leader, 4096)
-      except OSError:
-        break
-      buf += chunk
-      seen.update(re.findall(rb"\| *([0-9.]+[kMG]?)/2\.00G", buf))
-      seen.discard(b"0")
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
-    try:
-      while chunk := os.read(leader, 4096):
-        buf += chunk
-    except OSError:
-      pass
-  finally:
-    proc.kill()
-    os.close(leader)
+  seen, returncode, _, buf = _bar_positions_then_ctrl_c(*LONG_SWEEP, "--optimizer", "adam")
   assert len(seen) >= 3, buf[-500:]
-  assert proc.returncode == 130
+  assert returncode == 130
   assert b"amsgrad-synthetic: interrupted: 0 of 1 optimizers' grids finished" in buf
 
 
