@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from amsgrad_optax import _transform, _validation
+from amsgrad_optax import _conventions, _transform
 
 
 def _nu_max_factor(b1: jax.typing.ArrayLike, b1_decay: jax.typing.ArrayLike):
@@ -91,10 +91,9 @@ def scale_by_adamx(
     Tran & Phong, `On the Convergence Proof of AMSGrad and a New Version
     <https://arxiv.org/abs/1904.03590>`_, IEEE Access 7, 2019, Algorithm 2.
   """
-  if b1_decay is not None:
-    _validation.check_range("b1_decay", b1_decay, low=0.0, high=1.0, high_inclusive=True)
+  # A constant b1 needs no factor; _scale_by_amsgrad checks b1_decay.
   factor = None
-  if not (b1_decay is None or (isinstance(b1_decay, (int, float)) and b1_decay == 1)):
+  if b1_decay is not None and not _conventions._is_concrete_one(b1_decay):
     factor = _nu_max_factor(b1, b1_decay)
   return _transform._scale_by_amsgrad(
     b1,

@@ -87,16 +87,6 @@ def _needed(conv: _conventions.Convention) -> tuple[str, ...]:
   return tuple(names)
 
 
-_RANGES: dict[str, dict[str, Any]] = {
-  "learning_rate": {"low": 0.0},
-  "b1": {"low": 0.0, "high": 1.0},
-  "b2": {"low": 0.0, "high": 1.0},
-  "eps": {"low": 0.0},
-  "eps_root": {"low": 0.0},
-  "b1_decay": {"low": 0.0, "high": 1.0, "high_inclusive": True},
-}
-
-
 def _hyperparameter(name: str, sources: list[tuple[str, Any]]) -> Any:
   """Returns the one value the sources that have one agree on, or None; raises on a conflict."""
   given = [(where, value) for where, value in sources if value is not None]
@@ -301,7 +291,7 @@ def diagnostics(
     )
   for name, value in hp.items():
     if value is not None:
-      _validation.check_range(name, value, **_RANGES[name])
+      _validation.check_range(name, value, **_validation.RANGES[name])
   lr = _f32(hp["learning_rate"])
 
   c1, c2 = conv.bias_corrections(hp["b1"], hp["b2"], t, b1_decay=hp["b1_decay"])

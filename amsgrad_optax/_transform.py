@@ -94,11 +94,10 @@ def _default_nu_dtype(param_dtype, nu_dtype, complex_nu: bool = False):
 
 def _check_common(hyperparams, b1_decay, mu_dtype, nu_dtype):
   """Checks ``hyperparams`` (b1, eps, eps_root, and b2 where there is one) and the dtypes."""
-  _validation.check_range("b1", hyperparams["b1"], low=0.0, high=1.0)
-  _validation.check_range("eps", hyperparams["eps"], low=0.0)
-  _validation.check_range("eps_root", hyperparams["eps_root"], low=0.0)
+  for name in ("b1", "eps", "eps_root"):
+    _validation.check_range(name, hyperparams[name], **_validation.RANGES[name])
   if b1_decay is not None:
-    _validation.check_range("b1_decay", b1_decay, low=0.0, high=1.0, high_inclusive=True)
+    _validation.check_range("b1_decay", b1_decay, **_validation.RANGES["b1_decay"])
   # The widest dtype the arithmetic can run in: float32, or float64 under
   # jax_enable_x64 (then each leaf's dtype is checked again at the update).
   _check_hyperparams(hyperparams, _conventions.default_float_dtype())
@@ -499,7 +498,7 @@ def _scale_by_amsgrad(
   (:func:`amsgrad_optax.scale_by_adamx`).
   """
   conv = _conventions.get_convention(convention)
-  _validation.check_range("b2", b2, low=0.0, high=1.0)
+  _validation.check_range("b2", b2, **_validation.RANGES["b2"])
   hyperparams = {"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}
   mu_dtype, nu_dtype = _check_common(hyperparams, b1_decay, mu_dtype, nu_dtype)
   if block_size is None:

@@ -26,6 +26,17 @@ def concrete_value(x: Any) -> np.ndarray | None:
     return None
 
 
+#: Each hyperparameter's allowed range, for the factories and for diagnostics alike.
+RANGES: dict[str, dict[str, Any]] = {
+  "learning_rate": {"low": 0.0},
+  "b1": {"low": 0.0, "high": 1.0},
+  "b2": {"low": 0.0, "high": 1.0},
+  "eps": {"low": 0.0},
+  "eps_root": {"low": 0.0},
+  "b1_decay": {"low": 0.0, "high": 1.0, "high_inclusive": True},
+}
+
+
 def check_range(
   name: str,
   value: Any,
