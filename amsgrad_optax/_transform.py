@@ -537,11 +537,10 @@ def _scale_by_amsgrad(
 
     complex_arith = conv.complex_mode == "complex"
 
-    def real_leaf(g, stored_m, stored_v, stored_v_max):
-      """The step for one leaf: real, or complex under "complex"/"abs_sq"."""
-      m, v, v_max = map(_quantize.dequantize, (stored_m, stored_v, stored_v_max))
+    def moments(g, m, v, v_max):
+      """The new ``(mu, nu, nu_max)``, the last two in the wide dtype."""
       m = _first_moment(g, m, b1_rates)
-      v_dtype, wide = v.dtype, _wide(v.dtype)
+      wide = _wide(v.dtype)
       check_in(wide)
       real_wide = _real_dtype(wide)
       b2_ = scalars(_cast_hp, b2, real_wide)
@@ -553,6 +552,29 @@ def _scale_by_amsgrad(
         v_max = jnp.maximum(_cast(v_max, wide), _by_real(jnp.divide, v, bc2, complex_arith))
       else:
         v_max = jnp.maximum(_cast(v_max, wide), v)
+      return m, v, v_max
+
+    def real_leaf(g, stored_m, stored_v, stored_v_max):
+      """The step for one leaf: real, or complex under "complex"/"abs_sq"."""
+      m, v, v_max = map(_quantize.dequantize, (stored_m, stored_v, stored_v_max))
+      v_dtype = v.dtype
+      m, v, v_max = moments(g, m, v, v_max)
+      if _quantize.is_quantized(stored_v_max):
+        # The same update on each block's bounds bounds its new values (it is
+        # monotone in |g| and in each moment): the new scales, before the values.
+        bound_m, _, bound_v_max = moments(
+          *_quantize.block_bounds(g, stored_m, stored_v, stored_v_max)
+        )
+        scales = (_quantize.scale_of_bound(bound_m), _quantize.scale_of_bound(bound_v_max))
+        u = step(m, v_max)
+        return _cast(u, g.dtype), *_quantize.store_moments(
+          stored_m, stored_v, stored_v_max, m, v, v_max, g=g, count=count, scales=scales
+        )
+      u = step(m, v_max)
+      return _cast(u, g.dtype), m, _cast(v, v_dtype), _cast(v_max, v_dtype)
+
+    def step(m, v_max):
+      """The update from the new moments."""
       m_hat = m
       if conv.nu_correction == "step":
         m_hat = _by_real(jnp.multiply, m, step_factor)
@@ -567,20 +589,8 @@ def _scale_by_amsgrad(
         den = den + scalars(_cast_hp, eps, den.dtype)
       dt = _promote(m_hat.dtype, den.dtype)
       if jnp.iscomplexobj(den):
-        u = divide(_cast(m_hat, dt), den)
-      else:
-        u = _by_real(divide, _cast(m_hat, dt), den)
-      m, v, v_max = _quantize.store_moments(
-        stored_m,
-        stored_v,
-        stored_v_max,
-        m,
-        _cast(v, v_dtype),
-        _cast(v_max, v_dtype),
-        g=g,
-        count=count,
-      )
-      return _cast(u, g.dtype), m, v, v_max
+        return divide(_cast(m_hat, dt), den)
+      return _by_real(divide, _cast(m_hat, dt), den)
 
     def leaf(g, m, v, v_max):
       g = jnp.asarray(g)

@@ -216,6 +216,52 @@ def test_nu_max_bounds_the_float_maximum_of_its_own_inputs():
     assert all(bool(x) for x in jax.tree.leaves(ok)), (i, ok)
 
 
+def _block_abs_max(x, like):
+  """Each block's largest |x| in ``like``'s layout, float64 (one scale per block)."""
+  tile = _quantize._tile_of(like)
+  blocked = np.abs(np.asarray(_quantize._split(jnp.asarray(x), tile), np.float64))
+  return blocked.max(axis=-1 if blocked.ndim == 2 else (-3, -1))
+
+
+def _pow2_at_least(x):
+  return np.where(x > 0, 2.0 ** np.ceil(np.log2(np.maximum(x, 1e-300))), 0.0)
+
+
+def test_scales_bound_the_new_values_and_follow_them_down():
+  """Each new scale bounds its block's new values (from a float64 update of the old
+  dequantized state); nu_max's is at most twice the tightest power of two; and when
+  the gradients fall by 10^4, mu's scales fall with them, to at most twice the
+  tightest: the scales come from the stored values each step, not the old scales.
+  """
+  b1, b2 = 0.9, 0.99
+  tx = amsgrad_optax.scale_by_amsgrad(b1=b1, b2=b2, state_bits=8)
+  params = {k: v for k, v in _params().items() if k in ("w", "v", "o")}
+  update = jax.jit(tx.update)
+  state = tx.init(params)
+  for i in range(60):
+    g = _grads(params, i, df=1.5)
+    if i >= 10:
+      g = jax.tree.map(lambda x: x * 1e-4, g)
+    m_old, v_old, vm_old = (
+      jax.tree.map(deq, x, is_leaf=_quantize.is_quantized)
+      for x in (state.mu, state.nu, state.nu_max)
+    )
+    _, state = update(g, state)
+    for k in params:
+      gk = np.asarray(g[k], np.float64)
+      m = b1 * np.asarray(m_old[k], np.float64) + (1 - b1) * gk
+      v = b2 * np.asarray(v_old[k], np.float64) + (1 - b2) * gk**2
+      vm = np.maximum(np.asarray(vm_old[k], np.float64), v)
+      mu_q, vm_q = state.mu[k], state.nu_max[k]
+      m_top, vm_top = _block_abs_max(m, mu_q), _block_abs_max(vm, vm_q)
+      mu_scale, vm_scale = np.asarray(mu_q.scale), np.asarray(vm_q.scale)
+      assert np.all(m_top <= mu_scale * (1 + 1e-6)), (i, k)
+      assert np.all(vm_top <= vm_scale * (1 + 1e-6)), (i, k)
+      assert np.all(vm_scale <= 2 * _pow2_at_least(vm_top * (1 + 1e-6))), (i, k)
+      if i == 59:
+        assert np.all(mu_scale <= 2 * _pow2_at_least(m_top * (1 + 1e-6))), k
+
+
 # ---------------------------------------------------------------- behaviour
 
 
@@ -339,6 +385,23 @@ def test_a_huge_gradient_makes_the_stored_scale_nonfinite():
   _, state = tx.update(jnp.zeros(512).at[0].set(1e30), state)
   assert not np.isfinite(np.asarray(state.nu_max.scale)[0])
   assert np.all(np.isfinite(np.asarray(state.nu_max.scale)[1:]))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_gradient_makes_its_blocks_scales_nan(bad):
+  """The documented decision: NaN scales for that block's three moments (XLA:CPU's
+  large max-reductions drop NaN; the update does not), finite ones elsewhere, and
+  the block dequantizes to NaN, as a float32 state holds NaN at that coordinate."""
+  tx = amsgrad_optax.scale_by_amsgrad(state_bits=8)
+  g = jax.random.normal(jax.random.key(3), (4096,))
+  state = tx.init(jnp.zeros(4096))
+  _, state = jax.jit(tx.update)(g, state)
+  _, state = jax.jit(tx.update)(g.at[300].set(bad), state)
+  for q in (state.mu, state.nu, state.nu_max):
+    scale = np.asarray(q.scale)
+    assert np.isnan(scale[1]), scale[:3]
+    assert np.all(np.isfinite(np.delete(scale, 1)))
+  assert np.all(np.isnan(np.asarray(deq(state.nu_max))[256:512]))
 
 
 def test_diagnostics_read_the_dequantized_state():
