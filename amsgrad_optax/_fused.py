@@ -7,14 +7,16 @@ with several outputs; a per-computation compiler option cannot turn its
 multi-output fusion on. :func:`fused_amsgrad` runs the same arithmetic as one
 C++ loop per leaf, in place (36 bytes per parameter: read p, g, mu, nu,
 nu_max; write p, mu, nu, nu_max), all leaves in one call, on XLA's intra-op
-threads.
+threads. With 8-bit state (``state_bits=8``) a second kernel makes one pass
+per block (about 18 bytes per parameter), where the XLA step takes nine loops.
 
 The kernel is compiled from ``_fused_kernel.cc`` (shipped with the package) by
 the C++ compiler (``$CXX`` or ``c++``) the first time it is needed, into
 ``$AMSGRAD_OPTAX_CACHE`` (default ``~/.cache/amsgrad_optax``); nothing is
 downloaded. Without a compiler, on a non-CPU backend, with
-``AMSGRAD_OPTAX_FUSED_KERNEL=0``, or for a tree the kernel does not take
-(any leaf or state not float32, complex), the step is the plain XLA one.
+``AMSGRAD_OPTAX_FUSED_KERNEL=0``, or for a tree the kernels do not take
+(params, gradients or full-precision moments not float32; complex), the step
+is the plain XLA one.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from amsgrad_optax import _alias, _conventions, _transform, _validation
+from amsgrad_optax import _alias, _conventions, _quantize, _transform, _validation
 
 _TARGET = "amsgrad_optax_fused_step"
+_TARGET_8BIT = "amsgrad_optax_fused_step8"
 _ENV_SWITCH = "AMSGRAD_OPTAX_FUSED_KERNEL"
 _ENV_CACHE = "AMSGRAD_OPTAX_CACHE"
 
@@ -148,6 +151,9 @@ def _load() -> dict[str, Any]:
   try:
     lib = ctypes.cdll.LoadLibrary(path)
     jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.AmsgradFusedStep), platform="cpu")
+    jax.ffi.register_ffi_target(
+      _TARGET_8BIT, jax.ffi.pycapsule(lib.AmsgradFusedStep8), platform="cpu"
+    )
   except (OSError, AttributeError, ValueError) as e:
     return {"ok": False, "reason": f"loading {path} failed: {e}", "path": path}
   return {"ok": True, "reason": "", "path": path}
@@ -186,9 +192,18 @@ def _scalars(conv: _conventions.Convention, lr, b1, b2, eps, eps_root, count) ->
 _F32 = np.dtype(np.float32)
 
 
-def _takes(leaves) -> bool:
-  """Whether every leaf is a float32 array (not a Python number, not complex)."""
-  return all(getattr(x, "dtype", None) == _F32 for x in leaves)
+def _takes(params, grads, inner) -> bool:
+  """Whether the kernels take every leaf: float32 params, gradients and moments
+  (not Python numbers, not complex), or float32 params and gradients with
+  8-bit moments."""
+  if not all(getattr(x, "dtype", None) == _F32 for x in jax.tree.leaves((params, grads))):
+    return False
+  moments = jax.tree.leaves((inner.mu, inner.nu, inner.nu_max), is_leaf=_quantize.is_quantized)
+  return all(
+    getattr(x, "dtype", None) == _F32
+    or (isinstance(x, _quantize.QuantizedArray) and x.scale.dtype == _F32)
+    for x in moments
+  )
 
 
 def _on_one_device(tree) -> bool:
@@ -220,18 +235,22 @@ def fused_amsgrad(
   eps_root: float = 0.0,
   *,
   convention: str = "pytorch",
+  state_bits: int | None = None,
+  block_size: int | None = None,
   use_kernel: bool | None = None,
 ) -> FusedAmsgrad:
   r"""Returns :func:`amsgrad_optax.amsgrad`'s step as one fused pass on the CPU.
 
   ``step(params, state, grads)`` is ``tx.update`` followed by
   ``optax.apply_updates``, with ``tx = amsgrad(learning_rate, b1, b2, eps,
-  eps_root, convention=convention)``, on the same state. On a CPU, for a tree
-  whose params, gradients and moments are all float32 and real, it runs as one
-  C++ loop per leaf over the donated buffers (see the module docstring for how
-  the kernel is built); its rounding can differ from the XLA path's by an ulp
-  where XLA turns a division into a multiplication. Otherwise (and under
-  ``use_kernel=False``) it is the XLA step itself.
+  eps_root, convention=convention, state_bits=state_bits,
+  block_size=block_size)``, on the same state. On a CPU, for a tree whose
+  params and gradients are float32 and real, it runs as one C++ loop per leaf
+  over the donated buffers (see the module docstring for how the kernel is
+  built), with 8-bit moments one pass per block; its rounding can differ from
+  the XLA path's by an ulp where XLA turns a division into a multiplication
+  (with 8-bit state, an ulp can move a value to the next code). Otherwise
+  (and under ``use_kernel=False``) it is the XLA step itself.
 
   Transformations: under ``jax.jvp``/``jax.grad`` the derivative is the XLA
   step's; under ``jax.vmap`` the kernel runs once per batch element. Arrays
@@ -244,6 +263,8 @@ def fused_amsgrad(
     eps: added to the denominator outside the square root, >= 0.
     eps_root: added to the running max inside the square root, >= 0.
     convention: one of :data:`amsgrad_optax.CONVENTIONS`.
+    state_bits: None (float32 moments) or 8 (:func:`amsgrad`'s 8-bit state).
+    block_size: the most elements per block with ``state_bits=8`` (None: 256).
     use_kernel: None (default) for the kernel where it is available; True to
       raise RuntimeError if it cannot be built; False for the XLA step.
 
@@ -278,7 +299,9 @@ def fused_amsgrad(
   if use_kernel not in (None, True, False):
     raise TypeError(f"use_kernel must be None, True or False, got {use_kernel!r}")
   lr, b1, b2, eps, eps_root = (float(v) for v in hyper.values())
-  tx = _alias.amsgrad(lr, b1, b2, eps, eps_root, convention=convention)  # validates all
+  tx = _alias.amsgrad(  # validates all
+    lr, b1, b2, eps, eps_root, convention=convention, state_bits=state_bits, block_size=block_size
+  )
   conv = _conventions.get_convention(convention)
   if use_kernel is True and not kernel_status()["ok"]:
     raise RuntimeError(f"the fused AMSGrad kernel is unavailable: {kernel_status()['reason']}")
@@ -296,20 +319,19 @@ def fused_amsgrad(
     _transform._check_hyperparams({"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root}, "float32")
     _validation.check_finite_in("learning_rate", lr, jnp.float32)
     treedef = jax.tree.structure(params)
-    leaves = [treedef.flatten_up_to(t) for t in (params, grads, inner.mu, inner.nu, inner.nu_max)]
+    moments = [_quantize.normalized(t) for t in (inner.mu, inner.nu, inner.nu_max)]
+    leaves = [treedef.flatten_up_to(t) for t in (params, grads, *moments)]
     count = optax.safe_increment(inner.count)
-    operands = [x for group in zip(*leaves, strict=True) for x in group]
-    out_types = [
-      jax.ShapeDtypeStruct(jnp.shape(x), jnp.float32)
-      for p, _, m, v, vm in zip(*leaves, strict=True)
-      for x in (p, m, v, vm)
-    ]
-    aliases = {1 + 5 * k + i: 4 * k + o for k in range(len(leaves[0])) for i, o in _PAIRS}
-    call = jax.ffi.ffi_call(
-      _TARGET, out_types, input_output_aliases=aliases, vmap_method="sequential"
-    )
-    outs = call(_scalars(conv, lr, b1, b2, eps, eps_root, count), *operands) if operands else []
-    p, mu, nu, nu_max = (treedef.unflatten(outs[j::4]) for j in range(4))
+    scalars = _scalars(conv, lr, b1, b2, eps, eps_root, count)
+    groups = [list(group) for group in zip(*leaves, strict=True)]  # [p, g, mu, nu, nu_max]
+    new = [None] * len(groups)
+    # One call for the float32 leaves, one for the 8-bit ones (small leaves stay float32).
+    for call, wanted in ((_call_full, False), (_call_8bit, True)):
+      ks = [k for k, group in enumerate(groups) if _is_8bit(group[2]) == wanted]
+      if ks:
+        for k, out in zip(ks, call(scalars, count, [groups[k] for k in ks]), strict=True):
+          new[k] = out
+    p, mu, nu, nu_max = (treedef.unflatten([n[j] for n in new]) for j in range(4))
     return p, (inner._replace(count=count, mu=mu, nu=nu, nu_max=nu_max), *rest)
 
   fused = jax.custom_jvp(kernel)
@@ -323,7 +345,7 @@ def fused_amsgrad(
     eligible = (
       use_kernel is not False
       and isinstance(inner, _transform.ScaleByAmsgradState)
-      and _takes(jax.tree.leaves((params, grads, inner.mu, inner.nu, inner.nu_max)))
+      and _takes(params, grads, inner)
       and _on_one_device((params, grads, inner))
       and kernel_status()["ok"]
     )
@@ -334,5 +356,59 @@ def fused_amsgrad(
   return FusedAmsgrad(tx.init, step, tx)
 
 
-# (operand index within a leaf's five, result index within its four)
+def _is_8bit(x) -> bool:
+  return isinstance(x, _quantize.QuantizedArray)
+
+
+def _call_full(scalars, count, leaves):
+  """The float32 kernel over ``leaves`` ([p, g, mu, nu, nu_max] each): [p, mu, nu, nu_max] each."""
+  del count  # in the scalars' bias corrections
+  operands = [x for group in leaves for x in group]
+  out_types = [
+    jax.ShapeDtypeStruct(jnp.shape(x), jnp.float32)
+    for p, _, m, v, vm in leaves
+    for x in (p, m, v, vm)
+  ]
+  # (operand index within a leaf's five, result index within its four)
+  aliases = {1 + 5 * k + i: 4 * k + o for k in range(len(leaves)) for i, o in _PAIRS}
+  call = jax.ffi.ffi_call(
+    _TARGET, out_types, input_output_aliases=aliases, vmap_method="sequential"
+  )
+  outs = call(scalars, *operands)
+  return [outs[4 * k : 4 * k + 4] for k in range(len(leaves))]
+
+
+def _call_8bit(scalars, count, leaves):
+  """The 8-bit kernel over ``leaves`` ([p, g, mu, nu, nu_max], moments quantized)."""
+  operands, out_types, ints = [], [], [count]
+  for p, g, m, v, vm in leaves:
+    k, b = _quantize._tile_of(vm)
+    n_cols = p.shape[-1]
+    ints += [n_cols, k, b]
+    group = [p, g, m.codes, m.scale, v.codes, v.scale, vm.codes, vm.scale]
+    operands += group
+    out_types += [jax.ShapeDtypeStruct(x.shape, x.dtype) for i, x in enumerate(group) if i != 1]
+  # Each leaf's eight operands (after the two arrays of scalars) alias its seven
+  # results, g (operand 1) excepted.
+  aliases = {
+    2 + 8 * k + i: 7 * k + (i if i == 0 else i - 1)
+    for k in range(len(leaves))
+    for i in range(8)
+    if i != 1
+  }
+  call = jax.ffi.ffi_call(
+    _TARGET_8BIT, out_types, input_output_aliases=aliases, vmap_method="sequential"
+  )
+  outs = call(scalars, jnp.stack([jnp.asarray(x, jnp.int32) for x in ints]), *operands)
+  return [
+    [
+      outs[7 * k],
+      _quantize.QuantizedArray(outs[7 * k + 1], outs[7 * k + 2]),
+      _quantize.QuantizedArray(outs[7 * k + 3], outs[7 * k + 4]),
+      _quantize.QuantizedArray(outs[7 * k + 5], outs[7 * k + 6]),
+    ]
+    for k in range(len(leaves))
+  ]
+
+
 _PAIRS = ((0, 0), (2, 1), (3, 2), (4, 3))

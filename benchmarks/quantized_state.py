@@ -8,9 +8,11 @@ Four tables, all in one process:
 2. the block size: bytes per parameter and the digits MLP's final train loss (seed 0)
    for each candidate, which is how the default (256) was chosen;
 3. one jitted, donated step (update + apply) at 2^20, 2^24 and on the model-like tree,
-   float32 state and 8-bit state interleaved in a new random order each repeat (as
-   ``update_step.py`` does, whose helpers this reuses), with the bytes each parameter
-   moves read from the compiled HLO; ``float32, again`` is the noise of the machine;
+   float32 state and 8-bit state, through ``amsgrad`` (XLA) and ``fused_amsgrad`` (the
+   one-pass CPU kernels, where they build), interleaved in a new random order each
+   repeat (as ``update_step.py`` does, whose helpers this reuses), with the bytes each
+   parameter moves read from the compiled HLO; ``float32, again`` is the noise of the
+   machine;
 4. quality on scikit-learn's digits (``examples/_digits.py``: same split, same batches
    per seed): a 64-256-256-10 ReLU MLP and the paper's 64-100-10 one, AMSGrad with
    alpha/sqrt(t), final train loss (whole train set) and test accuracy per seed.
@@ -186,6 +188,14 @@ def speed_table(label, shapes, repeats, block_size):
     "float32, again": lambda: amsgrad_optax.amsgrad(LR),
   }
   runners = {k: update_step.JaxRunner(m, params, grads) for k, m in makers.items()}
+  status = amsgrad_optax._fused.kernel_status()
+  if status["ok"]:
+    for name, bits in (("fused_amsgrad, float32 state", None), ("fused_amsgrad, 8-bit", 8)):
+      runners[name] = update_step.FusedRunner(
+        "pytorch", params, grads, state_bits=bits, block_size=block_size
+      )
+  else:
+    print(f"  (fused_amsgrad: kernel unavailable, {status['reason']})")
   hlo = {k: update_step.hlo_traffic(r.compiled.as_text(), n) for k, r in runners.items()}
   for run in runners.values():
     for _ in range(2):

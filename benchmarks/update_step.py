@@ -178,8 +178,8 @@ def jax_step(tx):
 class FusedRunner:
   """``amsgrad_optax.fused_amsgrad``'s step: one C++ pass per leaf where the kernel builds."""
 
-  def __init__(self, convention, params, grads):
-    opt = amsgrad_optax.fused_amsgrad(LR, convention=convention)
+  def __init__(self, convention, params, grads, **kwargs):
+    opt = amsgrad_optax.fused_amsgrad(LR, convention=convention, **kwargs)
     self.params = jax.device_put(params)
     self.grads = jax.device_put(grads)
     self.state = opt.init(self.params)

@@ -227,3 +227,90 @@ def test_the_jitted_kernel_path_loads_the_kernel_itself(monkeypatch):
   got, _ = opt.step.fused(_copy(p), opt.init(p), {"w": jnp.ones(4)})
   np.testing.assert_allclose(got["w"], 0.9, rtol=1e-6)
   assert _fused._status["ok"]
+
+
+# ---------------------------------------------------------------- 8-bit state
+
+SHAPES_8BIT = {"w": (64, 256), "v": (1000,), "o": (256, 10), "b": (10,)}  # o: (25, 10) tiles
+
+
+def _grads_8bit(seed, steps=40, scale=1.0):
+  rng = np.random.default_rng(seed)
+  return [
+    {k: (rng.standard_t(1.5, size=s) * scale).astype(np.float32) for k, s in SHAPES_8BIT.items()}
+    for _ in range(steps)
+  ]
+
+
+def _assert_states_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("convention", amsgrad_optax.CONVENTIONS)
+def test_8bit_kernel_state_is_the_xla_steps_bit_for_bit(convention):
+  """Codes and scales equal the XLA step's; params to an ulp a step (the XLA step's
+  own rounding of the update), over 40 heavy-tailed steps, 1-D and 2-D tiles and a
+  leaf small enough to stay float32 in one tree."""
+  _kernel_or_skip()
+  opt = amsgrad_optax.fused_amsgrad(0.01, convention=convention, state_bits=8)
+  params = {k: jnp.ones(s, jnp.float32) for k, s in SHAPES_8BIT.items()}
+  grads = _grads_8bit(11)
+  p_k, s_k = _run(opt.step.fused, opt.init, grads, params)
+  p_x, s_x = _run(opt.step.plain, opt.init, grads, params)
+  assert isinstance(s_k[0].nu_max["o"], amsgrad_optax.QuantizedArray)
+  assert not isinstance(s_k[0].nu_max["b"], amsgrad_optax.QuantizedArray)
+  _assert_states_equal(
+    {k: v for k, v in s_k[0].nu_max.items() if k != "b"},
+    {k: v for k, v in s_x[0].nu_max.items() if k != "b"},
+  )
+  for f in ("mu", "nu", "nu_max"):
+    for k in ("w", "v", "o"):
+      _assert_states_equal(getattr(s_k[0], f)[k], getattr(s_x[0], f)[k])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7), p_k, p_x)
+
+
+@pytest.mark.parametrize("case", ["nan", "inf", "square overflows", "subnormal", "zeros"])
+def test_8bit_kernel_non_finite_and_tiny_gradients_leave_the_xla_steps_state(case):
+  _kernel_or_skip()
+  opt = amsgrad_optax.fused_amsgrad(0.01, state_bits=8)
+  grads = _grads_8bit(
+    12, steps=6, scale=1e-42 if case == "subnormal" else 0.0 if case == "zeros" else 1.0
+  )
+  if case in ("nan", "inf"):
+    grads[3]["v"][5] = np.nan if case == "nan" else np.inf
+  elif case == "square overflows":
+    grads[2]["w"][3, 7] = 3e19
+  params = {k: jnp.ones(s, jnp.float32) for k, s in SHAPES_8BIT.items()}
+  _, s_k = _run(opt.step.fused, opt.init, grads, params)
+  _, s_x = _run(opt.step.plain, opt.init, grads, params)
+  _assert_states_equal(s_k, s_x)
+
+
+def test_8bit_kernel_vmap_runs_per_example():
+  _kernel_or_skip()
+  opt = amsgrad_optax.fused_amsgrad(0.1, state_bits=8)
+  rng = np.random.default_rng(7)
+  p = jnp.asarray(rng.normal(size=(2, 512)).astype(np.float32))
+  g = jnp.asarray(rng.normal(size=(2, 512)).astype(np.float32))
+  state = jax.vmap(opt.init)({"w": p})
+  got, got_state = jax.vmap(opt.step.fused)(_copy({"w": p}), state, {"w": g})
+  for i in range(2):
+    p_i = {"w": p[i]}
+    want, want_state = opt.step.plain(_copy(p_i), opt.init(p_i), {"w": g[i]})
+    np.testing.assert_allclose(got["w"][i], want["w"], rtol=2e-6)
+    _assert_states_equal(
+      jax.tree.map(lambda x, i=i: x[i], got_state[0].nu_max), want_state[0].nu_max
+    )
+
+
+def test_float32_kernel_keeps_a_nan_in_nu_max_as_the_xla_step_does():
+  """A NaN gradient makes that coordinate's nu_max NaN on both paths (the kernel's
+  maximum propagates NaN as jnp.maximum does)."""
+  _kernel_or_skip()
+  opt = amsgrad_optax.fused_amsgrad(0.01)
+  g = {"w": jnp.array([1.0, np.nan, -2.0], jnp.float32)}
+  _, s_k = opt.step.fused({"w": jnp.ones(3)}, opt.init({"w": jnp.ones(3)}), g)
+  _, s_x = opt.step.plain({"w": jnp.ones(3)}, opt.init({"w": jnp.ones(3)}), g)
+  assert np.isnan(s_k[0].nu_max["w"][1])
+  _assert_states_equal(s_k, s_x)
