@@ -12,8 +12,9 @@ bitsandbytes' block-wise dynamic quantization (Dettmers et al., 2022):
   precision; a signed map for the first moment and an unsigned one (the
   sign bit spent on precision) for the second moments;
 - 256-element blocks, and small leaves left in 32 bits (bitsandbytes keeps
-  tensors under 4096 elements in 32 bits; we keep those under 256, which the
-  digits MLP's 256x10 layer needs to reach 3 bytes per parameter).
+  tensors under 4096 elements in 32 bits; we keep those under 64, which the
+  digits MLPs' 256x10 kernel and 100-element bias need to reach 3.1 bytes
+  per parameter).
 
 What differs: bitsandbytes' map is decimal (a decade per exponent step,
 with more fraction bits near 1) and is searched; ours is binary, a
@@ -46,9 +47,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 STATE_BITS = (None, 8)
 #: Elements per block; chosen in docs/memory.md (benchmarks/quantized_state.py).
 DEFAULT_BLOCK_SIZE = 256
-#: Leaves with fewer elements stay in full precision: below one default block
-#: the scale overhead grows and the saving is a few KiB at most.
-MIN_QUANTIZED_SIZE = 256
+#: Leaves with fewer elements stay in full precision: a leaf of n in one block
+#: costs 3n + 12 bytes against 12n, under 600 bytes saved below 64, while each
+#: quantized leaf is six buffers to dispatch instead of three.
+MIN_QUANTIZED_SIZE = 64
 
 _ONE_BITS = 0x3F800000  # float32 1.0
 # Fraction bits of each map: signed (mu) spends 1 bit on the sign and 7 on

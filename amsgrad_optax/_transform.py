@@ -428,7 +428,7 @@ def scale_by_amsgrad(
     nu_dtype: dtype of ``nu`` and ``nu_max``; None for the rule above.
     state_bits: None (default) for full-precision state; 8 to store ``mu``,
       ``nu`` and ``nu_max`` of every real floating-point leaf of at least
-      256 elements as 8-bit codes with a float32 scale per block, about 3
+      64 elements as 8-bit codes with a float32 scale per block, about 3
       bytes per parameter instead of 12 (see ``docs/memory.md``). The
       stored ``nu_max`` is rounded towards +inf, so that, dequantized, it
       never decreases and is never below ``nu``: the cap, and the

@@ -133,12 +133,12 @@ def test_state_of_a_big_leaf_costs_about_three_bytes_a_parameter():
 
 
 def test_small_and_complex_leaves_stay_full_precision():
-  params = {"b": jnp.zeros(255), "c": jnp.zeros(4096, jnp.complex64), "w": jnp.zeros(256)}
+  params = {"b": jnp.zeros(63), "c": jnp.zeros(4096, jnp.complex64), "w": jnp.zeros(64)}
   state = amsgrad_optax.scale_by_amsgrad(state_bits=8).init(params)
   assert state.mu["b"].dtype == jnp.float32 and state.mu["c"].dtype == jnp.complex64
   assert isinstance(state.nu_max["w"], amsgrad_optax.QuantizedArray)
   u, state = jax.jit(amsgrad_optax.scale_by_amsgrad(state_bits=8).update)(
-    {"b": jnp.ones(255), "c": jnp.ones(4096, jnp.complex64), "w": jnp.ones(256)}, state
+    {"b": jnp.ones(63), "c": jnp.ones(4096, jnp.complex64), "w": jnp.ones(64)}, state
   )
   assert u["c"].dtype == jnp.complex64
 
@@ -517,7 +517,7 @@ def test_checkpoint_of_the_other_precision_is_refused():
   p0 = _ckpt_params()
   raw = serialization.msgpack_restore(serialization.to_bytes(amsgrad_optax.amsgrad(1e-2).init(p0)))
   target = amsgrad_optax.amsgrad(1e-2, state_bits=8).init(p0)
-  with pytest.raises(ValueError, match="restored has no leaf at 0/mu/w/codes"):
+  with pytest.raises(ValueError, match="restored has no leaf at 0/mu/b/codes"):
     amsgrad_optax.restore_state(target, raw)
 
 
