@@ -836,3 +836,87 @@ def test_complex_gradients_on_real_params_raise(data):
   bad = C.build(template, [jnp.asarray(g[0] * (1 + 1j) + 1j, jnp.complex64) for g in grads])
   with pytest.raises(TypeError, match="complex"):
     tx.update(bad, state, p)
+
+
+# ---------------------------------------------------------------- the fused CPU kernels
+
+
+_FUSED_SHAPES = [(7,), (64,), (300,), (1000,), (16, 64), (64, 100), (256, 10), (3, 40), (2, 8, 96)]
+
+
+@fuzz(8)
+@given(data=st.data())
+def test_fused_kernels_leave_the_xla_steps_state(data):
+  """``fused_amsgrad``'s C++ kernels against its own XLA step, float32 and 8-bit state.
+
+  Leaves that tile into blocks of every kind (1-D, 2-D row tiles, leading axes, too small to
+  quantize), every convention, extreme hyperparameters, heavy-tailed gradients with spikes,
+  zeros, subnormals and (sometimes) an inf or NaN. 8-bit codes and scales must be bit-equal;
+  float32 moments within 2 ulps; params within the XLA step's own rounding of the update.
+  """
+  from amsgrad_optax import _fused
+
+  if not _fused.kernel_status()["ok"]:
+    pytest.skip("fused kernel unavailable here")
+  convention = data.draw(st.sampled_from(CONVENTIONS))
+  state_bits = data.draw(st.sampled_from([None, 8]))
+  b1 = data.draw(st.sampled_from([0.0, 0.5, 0.9, 0.999]))
+  b2 = data.draw(st.sampled_from([0.0, 0.9, 0.999, 0.99999]))
+  eps = data.draw(st.sampled_from([0.0, 1e-8, 1.0]))
+  eps_root = data.draw(st.sampled_from([0.0, 1e-6]))
+  lr = data.draw(st.sampled_from([1e-3, 1.0]))
+  shapes = data.draw(st.lists(st.sampled_from(_FUSED_SHAPES), min_size=1, max_size=3))
+  steps = data.draw(st.integers(1, 6))
+  df = data.draw(st.sampled_from([0.8, 2.0, 30.0]))
+  bad = data.draw(st.sampled_from([None, None, np.nan, np.inf, -np.inf, 1e30, 1e-42]))
+  rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+  opt = amsgrad_optax.fused_amsgrad(
+    lr, b1, b2, eps, eps_root, convention=convention, state_bits=state_bits
+  )
+  params = {f"p{i}": rng.normal(size=s).astype(np.float32) for i, s in enumerate(shapes)}
+  grads = []
+  for t in range(steps):
+    g = {
+      k: (rng.standard_t(df, size=v.shape) * 10.0 ** rng.uniform(-6, 2)).astype(np.float32)
+      for k, v in params.items()
+    }
+    if bad is not None and t == steps - 1:
+      k = sorted(g)[0]
+      g[k].reshape(-1)[rng.integers(g[k].size)] = bad
+    grads.append({k: jnp.asarray(v) for k, v in g.items()})
+  out = []
+  for step in (opt.step.fused, opt.step.plain):
+    p = {k: jnp.array(v) for k, v in params.items()}
+    s = opt.init(p)
+    for g in grads:
+      p, s = step(p, s, g)
+    out.append((p, s))
+  (p_k, s_k), (p_x, s_x) = out
+  quantized = amsgrad_optax.QuantizedArray
+
+  def codes_and_scales(state):
+    leaves = jax.tree.leaves(state, is_leaf=lambda q: isinstance(q, quantized))
+    return [x for x in leaves if isinstance(x, quantized)]
+
+  for qa, qb in zip(codes_and_scales(s_k), codes_and_scales(s_x), strict=True):
+    np.testing.assert_array_equal(np.asarray(qa.codes), np.asarray(qb.codes))
+    np.testing.assert_array_equal(np.asarray(qa.scale), np.asarray(qb.scale))
+  for a, b in zip(jax.tree.leaves(s_k), jax.tree.leaves(s_x), strict=True):
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != np.float32:
+      np.testing.assert_array_equal(a, b)
+      continue
+    # Full-precision moments (and the scales, equal above): the same non-finite places,
+    # and 2 ulps elsewhere (XLA may turn a division by a scalar into a multiplication).
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    finite = np.isfinite(a) & np.isfinite(b)
+    np.testing.assert_array_equal(a[~finite & ~np.isnan(a)], b[~finite & ~np.isnan(a)])
+    np.testing.assert_array_max_ulp(a[finite], b[finite], maxulp=2)
+  for k in params:
+    a, b = np.asarray(p_k[k], np.float64), np.asarray(p_x[k], np.float64)
+    np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))
+    both = np.isfinite(a) & np.isfinite(b)
+    moved = np.max(np.abs(b[both] - params[k][both]), initial=0.0)
+    # The paths differ by the XLA step's rounding of each update: relative to how far the
+    # params moved, not to the params.
+    np.testing.assert_allclose(a[both], b[both], rtol=1e-6, atol=1e-5 * moved + 1e-7)
