@@ -850,7 +850,7 @@ def test_fused_kernels_leave_the_xla_steps_state(data):
   """``fused_amsgrad``'s C++ kernels against its own XLA step, float32 and 8-bit state.
 
   Leaves that tile into blocks of every kind (1-D, 2-D row tiles, leading axes, too small to
-  quantize), every convention, extreme hyperparameters, heavy-tailed gradients with spikes,
+  quantize; four block sizes), every convention, extreme hyperparameters, heavy-tailed gradients with spikes,
   zeros, subnormals and (sometimes) an inf or NaN. 8-bit codes and scales must be bit-equal;
   float32 moments within 2 ulps; params within the XLA step's own rounding of the update.
   """
@@ -860,6 +860,7 @@ def test_fused_kernels_leave_the_xla_steps_state(data):
     pytest.skip("fused kernel unavailable here")
   convention = data.draw(st.sampled_from(CONVENTIONS))
   state_bits = data.draw(st.sampled_from([None, 8]))
+  block_size = data.draw(st.sampled_from([None, 32, 100, 512]))
   b1 = data.draw(st.sampled_from([0.0, 0.5, 0.9, 0.999]))
   b2 = data.draw(st.sampled_from([0.0, 0.9, 0.999, 0.99999]))
   eps = data.draw(st.sampled_from([0.0, 1e-8, 1.0]))
@@ -871,7 +872,7 @@ def test_fused_kernels_leave_the_xla_steps_state(data):
   bad = data.draw(st.sampled_from([None, None, np.nan, np.inf, -np.inf, 1e30, 1e-42]))
   rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
   opt = amsgrad_optax.fused_amsgrad(
-    lr, b1, b2, eps, eps_root, convention=convention, state_bits=state_bits
+    lr, b1, b2, eps, eps_root, convention=convention, state_bits=state_bits, block_size=block_size
   )
   params = {f"p{i}": rng.normal(size=s).astype(np.float32) for i, s in enumerate(shapes)}
   grads = []
