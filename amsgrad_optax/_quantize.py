@@ -1,7 +1,8 @@
 """Block-wise 8-bit storage of optimizer moments, with rounding towards +inf for the running max.
 
 A quantized leaf keeps 8-bit codes shaped like its param and one float32
-scale per block: the block's largest magnitude rounded up to a power of two.
+scale per block: a power of two at least the block's largest magnitude (in the
+update, from bounds known before the new values: :func:`block_bounds`).
 What was taken from
 bitsandbytes' block-wise dynamic quantization (Dettmers et al., 2022):
 
