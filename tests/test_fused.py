@@ -314,3 +314,22 @@ def test_float32_kernel_keeps_a_nan_in_nu_max_as_the_xla_step_does():
   _, s_x = opt.step.plain({"w": jnp.ones(3)}, opt.init({"w": jnp.ones(3)}), g)
   assert np.isnan(s_k[0].nu_max["w"][1])
   _assert_states_equal(s_k, s_x)
+
+
+def test_gradient_through_the_8bit_step_is_the_xla_steps():
+  """jax.grad through the fused 8-bit step (integer codes in its state) differentiates the
+  XLA step, bit for bit with the jitted one."""
+  _kernel_or_skip()
+  opt = amsgrad_optax.fused_amsgrad(0.1, state_bits=8)
+  params = {"w": jnp.linspace(-1.0, 1.0, 512)}
+  _, state = opt.step.plain(_copy(params), opt.init(params), {"w": jnp.cos(jnp.arange(512.0))})
+
+  def loss(step, g):
+    new, _ = step(_copy(params), _copy(state), {"w": g})
+    return jnp.sum(new["w"] ** 2)
+
+  g = jnp.sin(jnp.arange(512.0))
+  got = jax.grad(lambda g: loss(opt.step.fused, g))(g)
+  want = jax.grad(lambda g: loss(_plain_step(opt.tx), g))(g)
+  assert float(jnp.max(jnp.abs(want))) > 0.01
+  np.testing.assert_array_equal(got, want)
