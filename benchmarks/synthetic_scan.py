@@ -138,6 +138,7 @@ def main(argv=None) -> None:
   # The pytorch convention with optax's float32 powers for 1 - b^t: what its
   # exact bias corrections cost (an ablation; not a convention the library offers).
   pt_f32_powers = dataclasses.replace(get_convention("pytorch"), exact_powers=False)
+  ox_exact_powers = dataclasses.replace(get_convention("optax"), exact_powers=True)
   rows = {
     "plain scan: optax.amsgrad": plain_scan(optax.amsgrad(LR, B1, B2, EPS), steps),
     "plain scan: optax.amsgrad, again": plain_scan(optax.amsgrad(LR, B1, B2, EPS), steps),
@@ -149,6 +150,13 @@ def main(argv=None) -> None:
     "plain scan: ours, pytorch conv.": plain_scan(amsgrad_pt, steps),
     "plain scan: ours, pytorch conv., f32 powers": plain_scan(
       amsgrad_optax.amsgrad(LR, B1, B2, EPS, convention=pt_f32_powers), steps
+    ),
+    # The same two ablations inside the runner, whose loop also carries the compensated sum.
+    "ours: amsgrad (pytorch conv.), f32 powers": ours(
+      amsgrad_optax.amsgrad(LR, B1, B2, EPS, convention=pt_f32_powers), steps
+    ),
+    "ours: amsgrad (optax conv.), exact powers": ours(
+      amsgrad_optax.amsgrad(LR, B1, B2, EPS, convention=ox_exact_powers), steps
     ),
   }
   times: dict[str, list[float]] = {k: [] for k in rows}
@@ -178,6 +186,8 @@ def main(argv=None) -> None:
     "plain scan: optax.amsgrad, again": "plain scan: optax.amsgrad",
     "plain scan: ours, pytorch conv.": "plain scan: optax.amsgrad",
     "plain scan: ours, pytorch conv., f32 powers": "plain scan: ours, pytorch conv.",
+    "ours: amsgrad (pytorch conv.), f32 powers": "ours: amsgrad (pytorch conv.)",
+    "ours: amsgrad (optax conv.), exact powers": "ours: amsgrad (optax conv.)",
     "ours: amsgrad (optax conv.)": "plain scan: optax.amsgrad",
     "ours: amsgrad (pytorch conv.)": "plain scan: optax.amsgrad",
     "ours: amsgrad (pytorch), progress chunks": "ours: amsgrad (pytorch conv.)",
