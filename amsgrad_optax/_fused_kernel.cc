@@ -63,12 +63,16 @@ struct Chunk {
   int64_t begin, end;
 };
 
-struct Work {
-  std::vector<Leaf> leaves;
+// The chunks of one call, claimed from a shared counter, and its scalars.
+struct Queue {
   std::vector<Chunk> chunks;
   float s[kScalars];
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
+};
+
+struct Work : Queue {
+  std::vector<Leaf> leaves;
 };
 
 // jnp.maximum: NaN if either is.
@@ -113,7 +117,8 @@ void Run(const Work& w, const Chunk& c) {
   }
 }
 
-void Drain(const std::shared_ptr<Work>& w) {
+template <typename W>
+void Drain(const std::shared_ptr<W>& w) {
   const int64_t n = static_cast<int64_t>(w->chunks.size());
   for (int64_t k = w->next.fetch_add(1); k < n; k = w->next.fetch_add(1)) {
     Run(*w, w->chunks[k]);
@@ -130,6 +135,21 @@ int64_t ThreadCap() {
     return env ? std::max<int64_t>(1, std::atoll(env)) : INT64_MAX;
   }();
   return cap;
+}
+
+// Runs every chunk of w on the caller and on up to ThreadCap() - 1 of XLA's
+// threads; returns when all are done (waiting only for chunks claimed by others).
+template <typename W>
+void RunAll(ffi::ThreadPool& pool, const std::shared_ptr<W>& w) {
+  const int64_t n_chunks = static_cast<int64_t>(w->chunks.size());
+  const int64_t helpers = std::min({pool.num_threads(), n_chunks - 1, ThreadCap() - 1});
+  for (int64_t h = 0; h < helpers; ++h) {
+    pool.Schedule([w] { Drain(w); });
+  }
+  Drain(w);
+  while (w->done.load(std::memory_order_acquire) < n_chunks) {
+    std::this_thread::yield();
+  }
 }
 
 ffi::Error Step(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::RemainingArgs args,
@@ -174,15 +194,7 @@ ffi::Error Step(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::Remain
       w->chunks.push_back(Chunk{static_cast<int>(k), b, std::min(n, b + kChunk)});
     }
   }
-  const int64_t n_chunks = static_cast<int64_t>(w->chunks.size());
-  const int64_t helpers = std::min({pool.num_threads(), n_chunks - 1, ThreadCap() - 1});
-  for (int64_t h = 0; h < helpers; ++h) {
-    pool.Schedule([w] { Drain(w); });
-  }
-  Drain(w);
-  while (w->done.load(std::memory_order_acquire) < n_chunks) {
-    std::this_thread::yield();
-  }
+  RunAll(pool, w);
   return ffi::Error::Success();
 }
 
@@ -261,16 +273,12 @@ struct Leaf8 {
   int64_t n_cols, k, b;  // a block is k rows by b columns of an (n / n_cols, n_cols) view
 };
 
-struct Work8 {
+struct Work8 : Queue {  // its chunks are [begin, end) of a leaf's blocks
   std::vector<Leaf8> leaves;
-  std::vector<Chunk> chunks;  // [begin, end) of a leaf's blocks
-  float s[kScalars];
   uint32_t count;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
 };
 
-void RunBlocks8(const Work8& w, const Chunk& c) {
+void Run(const Work8& w, const Chunk& c) {
   const Leaf8& l = w.leaves[c.leaf];
   const float b1 = w.s[kB1], a1 = w.s[kOneMinusB1], b2 = w.s[kB2], a2 = w.s[kOneMinusB2];
   const float max_div = w.s[kMaxDiv], den_scale = w.s[kDenScale];
@@ -363,14 +371,6 @@ void RunBlocks8(const Work8& w, const Chunk& c) {
   }
 }
 
-void Drain8(const std::shared_ptr<Work8>& w) {
-  const int64_t n = static_cast<int64_t>(w->chunks.size());
-  for (int64_t k = w->next.fetch_add(1); k < n; k = w->next.fetch_add(1)) {
-    RunBlocks8(*w, w->chunks[k]);
-    w->done.fetch_add(1, std::memory_order_release);
-  }
-}
-
 // Arguments: the float32[11] scalars, an int32[1 + 3 * leaves] (count, then
 // n_cols, k, b a leaf), then eight buffers a leaf: p, g, m codes, m scale,
 // v codes, v scale, v_max codes, v_max scale. Results: seven a leaf, the
@@ -441,15 +441,7 @@ ffi::Error Step8(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::Buffe
       w->chunks.push_back(Chunk{static_cast<int>(k), b, std::min(n_blocks, b + per_chunk)});
     }
   }
-  const int64_t n_chunks = static_cast<int64_t>(w->chunks.size());
-  const int64_t helpers = std::min({pool.num_threads(), n_chunks - 1, ThreadCap() - 1});
-  for (int64_t h = 0; h < helpers; ++h) {
-    pool.Schedule([w] { Drain8(w); });
-  }
-  Drain8(w);
-  while (w->done.load(std::memory_order_acquire) < n_chunks) {
-    std::this_thread::yield();
-  }
+  RunAll(pool, w);
   return ffi::Error::Success();
 }
 
