@@ -19,7 +19,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
 import numpy as np
@@ -408,6 +408,22 @@ def _check_distinct(flag: str, values: Sequence[float]) -> None:
         f"{np.dtype(_DTYPE).name}, the dtype of the runs ({_f32_text(v32)}): keep one"
       )
     seen[v32] = v
+
+
+def _phase_map_axis(
+  name: str, flag: str, values: Sequence[float], check: Callable[[float], None]
+) -> list[float]:
+  """The distinct ``values`` of one axis of ``--phase-map``, each checked; at least two."""
+  axis = list(dict.fromkeys(values))
+  if len(axis) < 2:
+    raise _UsageError(
+      f"--phase-map draws {name} along an axis: give at least 2 values of {flag} "
+      "(or none, for its 40-value log grid)"
+    )
+  for v in axis:
+    check(v)
+  _check_distinct(flag, axis)
+  return axis
 
 
 def _check_theorem1_c(c: float) -> None:
@@ -1093,25 +1109,9 @@ def _validate_figures(args: argparse.Namespace) -> _FigurePlan:
   learning_rate = 1.0
   if phase_map:
     if args.theorem1_c is not None:
-      c = list(dict.fromkeys(args.theorem1_c))
-      if len(c) < 2:
-        raise _UsageError(
-          "--phase-map draws C along an axis: give at least 2 values of --theorem1-c "
-          "(or none, for its 40-value log grid)"
-        )
-      for v in c:
-        _check_theorem1_c(v)
-      _check_distinct("--theorem1-c", c)
+      c = _phase_map_axis("C", "--theorem1-c", args.theorem1_c, _check_theorem1_c)
     if args.b2 is not None:
-      b2 = list(dict.fromkeys(args.b2))
-      if len(b2) < 2:
-        raise _UsageError(
-          "--phase-map draws b2 along an axis: give at least 2 values of --b2 "
-          "(or none, for its 40-value log grid)"
-        )
-      for v in b2:
-        _check_hyperparameter("b2", v, "--b2")
-      _check_distinct("--b2", b2)
+      b2 = _phase_map_axis("b2", "--b2", args.b2, lambda v: _check_hyperparameter("b2", v, "--b2"))
     if args.lr is not None:
       if len(set(args.lr)) > 1:
         raise _UsageError(f"--phase-map runs one lr, got --lr {' '.join(_num(v) for v in args.lr)}")
