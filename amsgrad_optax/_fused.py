@@ -8,7 +8,7 @@ multi-output fusion on. :func:`fused_amsgrad` runs the same arithmetic as one
 C++ loop per leaf, in place (36 bytes per parameter: read p, g, mu, nu,
 nu_max; write p, mu, nu, nu_max), all leaves in one call, on XLA's intra-op
 threads. With 8-bit state (``state_bits=8``) a second kernel makes one pass
-per block (about 18 bytes per parameter), where the XLA step takes nine loops.
+per block (about 18 bytes per parameter), where the XLA step takes 21 loops.
 
 The kernel is compiled from ``_fused_kernel.cc`` (shipped with the package) by
 the C++ compiler (``$CXX`` or ``c++``) the first time it is needed, into

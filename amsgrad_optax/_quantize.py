@@ -556,7 +556,7 @@ def scale_of_bound(bound):
 
 
 def store_moments(old_m, old_v, old_vmax, m, v, vmax, *, g, count, scales):
-  """Returns the new moments re-encoded where the old ones were quantized.
+  """Returns the new moments of a quantized leaf, encoded in the old ones' layout.
 
   ``nu_max`` is rounded towards +inf with its own block scales, and ``nu``
   with those same scales: since ``nu <= nu_max`` elementwise and the map is
@@ -568,8 +568,6 @@ def store_moments(old_m, old_v, old_vmax, m, v, vmax, *, g, count, scales):
   ``b2 = 0.999`` moves by 0.1% a step, far under half a grid step, and
   would never decay.
   """
-  if not is_quantized(old_vmax):
-    return m, v, vmax
   old_m, old_v, old_vmax = as_quantized(old_m), as_quantized(old_v), as_quantized(old_vmax)
   noise = noise_like(g, count)
   m_scale, vmax_scale = scales

@@ -559,19 +559,18 @@ def _scale_by_amsgrad(
       m, v, v_max = map(_quantize.dequantize, (stored_m, stored_v, stored_v_max))
       v_dtype = v.dtype
       m, v, v_max = moments(g, m, v, v_max)
-      if _quantize.is_quantized(stored_v_max):
-        # The same update on each block's bounds bounds its new values (it is
-        # monotone in |g| and in each moment): the new scales, before the values.
-        bound_m, _, bound_v_max = moments(
-          *_quantize.block_bounds(g, stored_m, stored_v, stored_v_max)
-        )
-        scales = (_quantize.scale_of_bound(bound_m), _quantize.scale_of_bound(bound_v_max))
-        u = step(m, v_max)
-        return _cast(u, g.dtype), *_quantize.store_moments(
-          stored_m, stored_v, stored_v_max, m, v, v_max, g=g, count=count, scales=scales
-        )
-      u = step(m, v_max)
-      return _cast(u, g.dtype), m, _cast(v, v_dtype), _cast(v_max, v_dtype)
+      u = _cast(step(m, v_max), g.dtype)
+      if not _quantize.is_quantized(stored_v_max):
+        return u, m, _cast(v, v_dtype), _cast(v_max, v_dtype)
+      # The same update on each block's bounds bounds its new values (it is
+      # monotone in |g| and in each moment): the new scales, before the values.
+      bound_m, _, bound_v_max = moments(
+        *_quantize.block_bounds(g, stored_m, stored_v, stored_v_max)
+      )
+      scales = (_quantize.scale_of_bound(bound_m), _quantize.scale_of_bound(bound_v_max))
+      return u, *_quantize.store_moments(
+        stored_m, stored_v, stored_v_max, m, v, v_max, g=g, count=count, scales=scales
+      )
 
     def step(m, v_max):
       """The update from the new moments."""
