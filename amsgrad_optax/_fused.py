@@ -216,6 +216,8 @@ def _on_one_device(tree) -> bool:
     return True  # nothing to spread over (and no per-leaf check on every step)
   single = jax.sharding.SingleDeviceSharding
   for x in jax.tree.leaves(tree):
+    if isinstance(x, (np.ndarray, np.generic, int, float)):
+      continue  # a host value: jit puts it on the default device
     sharding = getattr(x, "sharding", None)
     if type(sharding) is single:
       continue
@@ -296,7 +298,7 @@ def fused_amsgrad(
         f"{name} must be a Python number for fused_amsgrad, got {value!r}; "
         "use amsgrad for arrays, schedules or traced values"
       )
-  if use_kernel not in (None, True, False):
+  if use_kernel is not None and not isinstance(use_kernel, bool):
     raise TypeError(f"use_kernel must be None, True or False, got {use_kernel!r}")
   lr, b1, b2, eps, eps_root = (float(v) for v in hyper.values())
   tx = _alias.amsgrad(  # validates all

@@ -200,6 +200,8 @@ def test_invalid_values_raise_as_amsgrad_does():
     amsgrad_optax.fused_amsgrad(0.1, convention="adam")
   with pytest.raises(TypeError, match="use_kernel"):
     amsgrad_optax.fused_amsgrad(0.1, use_kernel="yes")
+  with pytest.raises(TypeError, match="use_kernel"):
+    amsgrad_optax.fused_amsgrad(0.1, use_kernel=1)
 
 
 @pytest.mark.skipif(jax.device_count() < 2, reason="needs several devices (conftest makes 8)")
@@ -211,6 +213,9 @@ def test_arrays_sharded_over_devices_take_the_xla_step():
   grads = {"w": jax.device_put(jnp.linspace(0.5, -0.5, n), spread)}
   assert not _fused._on_one_device(params)
   assert _fused._on_one_device({"w": jnp.ones(3)})
+  # Host values (NumPy gradients, Python numbers) are put on one device by jit: the kernel
+  # takes them (this file's steps feed NumPy gradients under conftest's 8 devices).
+  assert _fused._on_one_device(({"w": np.ones(3, np.float32)}, np.float32(1.0), 2.0))
   opt = amsgrad_optax.fused_amsgrad(0.1)
   got, state = opt.step(_copy(params), opt.init(params), grads)
   want, _ = _plain_step(opt.tx)(_copy(params), opt.tx.init(params), grads)
