@@ -152,6 +152,43 @@ void RunAll(ffi::ThreadPool& pool, const std::shared_ptr<W>& w) {
   }
 }
 
+// Adds leaf k to w: in = {p, g, m, v, v_max}, out = {p, m, v, v_max}, n elements each.
+void AddLeaf(Work& w, int k, float* const in[5], float* const out[4], int64_t n) {
+  // Aliased results are the operands' buffers; others start as copies.
+  const float* src[4] = {in[0], in[2], in[3], in[4]};
+  for (int j = 0; j < 4; ++j) {
+    if (out[j] != src[j]) std::copy_n(src[j], n, out[j]);
+  }
+  w.leaves.push_back(Leaf{out[0], in[1], out[1], out[2], out[3], n});
+  for (int64_t b = 0; b < n; b += kChunk) {
+    w.chunks.push_back(Chunk{k, b, std::min(n, b + kChunk)});
+  }
+}
+
+std::shared_ptr<Work> NewWork(ffi::Buffer<ffi::F32> scalars, size_t n_leaves) {
+  auto w = std::make_shared<Work>();
+  std::copy_n(scalars.typed_data(), kScalars, w->s);
+  w->leaves.reserve(n_leaves);
+  return w;
+}
+
+// A float32 operand's (or result's) data and size; false if it is not one.
+template <typename T>
+bool F32Data(const T& b, float*& data, int64_t& n) {
+  if (!b.has_value() || b->element_type() != ffi::F32) return false;
+  n = static_cast<int64_t>(b->element_count());
+  data = static_cast<float*>(b->untyped_data());
+  return true;
+}
+
+template <typename T>
+bool F32Result(T r, float*& data, int64_t& n) {
+  if (!r.has_value() || (*r)->element_type() != ffi::F32) return false;
+  n = static_cast<int64_t>((*r)->element_count());
+  data = static_cast<float*>((*r)->untyped_data());
+  return true;
+}
+
 ffi::Error Step(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::RemainingArgs args,
                 ffi::RemainingRets rets) {
   if (scalars.element_count() != kScalars) {
@@ -160,39 +197,80 @@ ffi::Error Step(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::Remain
   if (args.size() % 5 != 0 || rets.size() != args.size() / 5 * 4) {
     return ffi::Error::InvalidArgument("amsgrad_fused: expected 5 operands and 4 results a leaf");
   }
-  auto w = std::make_shared<Work>();
-  std::copy_n(scalars.typed_data(), kScalars, w->s);
   const size_t n_leaves = args.size() / 5;
-  w->leaves.reserve(n_leaves);
+  auto w = NewWork(scalars, n_leaves);
   for (size_t k = 0; k < n_leaves; ++k) {
     float* in[5];
-    int64_t n = -1;
+    float* out[4];
+    int64_t n = -1, size = -1;
     for (int j = 0; j < 5; ++j) {
-      auto b = args.get<ffi::AnyBuffer>(5 * k + j);
-      if (!b.has_value() || b->element_type() != ffi::F32) {
+      if (!F32Data(args.get<ffi::AnyBuffer>(5 * k + j), in[j], size)) {
         return ffi::Error::InvalidArgument("amsgrad_fused: operands must be float32");
       }
-      if (n >= 0 && static_cast<int64_t>(b->element_count()) != n) {
+      if (n >= 0 && size != n) {
         return ffi::Error::InvalidArgument("amsgrad_fused: a leaf's operands differ in size");
       }
-      n = static_cast<int64_t>(b->element_count());
-      in[j] = static_cast<float*>(b->untyped_data());
+      n = size;
     }
-    float* out[4];
     for (int j = 0; j < 4; ++j) {
-      auto r = rets.get<ffi::AnyBuffer>(4 * k + j);
-      if (!r.has_value()) return ffi::Error::InvalidArgument("amsgrad_fused: bad result");
-      out[j] = static_cast<float*>((*r)->untyped_data());
+      if (!F32Result(rets.get<ffi::AnyBuffer>(4 * k + j), out[j], size) || size != n) {
+        return ffi::Error::InvalidArgument("amsgrad_fused: bad result");
+      }
     }
-    // Aliased results are the operands' buffers; others start as copies.
-    const float* src[4] = {in[0], in[2], in[3], in[4]};
-    for (int j = 0; j < 4; ++j) {
-      if (out[j] != src[j]) std::copy_n(src[j], n, out[j]);
+    AddLeaf(*w, static_cast<int>(k), in, out, n);
+  }
+  RunAll(pool, w);
+  return ffi::Error::Success();
+}
+
+// The moments of all leaves in one buffer each, the leaves' elements one after
+// another in order (optax.flatten's layout). Arguments: the scalars, p and g of
+// each leaf, then m, v, v_max; results: p of each leaf, then m, v, v_max.
+ffi::Error StepFlat(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::RemainingArgs args,
+                    ffi::RemainingRets rets) {
+  if (scalars.element_count() != kScalars) {
+    return ffi::Error::InvalidArgument("amsgrad_fused_flat: expected 11 scalars");
+  }
+  if (args.size() < 3 || (args.size() - 3) % 2 != 0 || rets.size() != (args.size() - 3) / 2 + 3) {
+    return ffi::Error::InvalidArgument(
+        "amsgrad_fused_flat: expected p and g a leaf and three moments; p a leaf and the moments");
+  }
+  const size_t n_leaves = (args.size() - 3) / 2;
+  float* moments_in[3];
+  float* moments_out[3];
+  int64_t total = -1, size = -1;
+  for (int j = 0; j < 3; ++j) {
+    if (!F32Data(args.get<ffi::AnyBuffer>(2 * n_leaves + j), moments_in[j], size) ||
+        (total >= 0 && size != total)) {
+      return ffi::Error::InvalidArgument("amsgrad_fused_flat: moments must be float32, one size");
     }
-    w->leaves.push_back(Leaf{out[0], in[1], out[1], out[2], out[3], n});
-    for (int64_t b = 0; b < n; b += kChunk) {
-      w->chunks.push_back(Chunk{static_cast<int>(k), b, std::min(n, b + kChunk)});
+    total = size;
+    if (!F32Result(rets.get<ffi::AnyBuffer>(n_leaves + j), moments_out[j], size) ||
+        size != total) {
+      return ffi::Error::InvalidArgument("amsgrad_fused_flat: bad moment result");
     }
+  }
+  auto w = NewWork(scalars, n_leaves);
+  int64_t offset = 0;
+  for (size_t k = 0; k < n_leaves; ++k) {
+    int64_t n = -1, n_g = -1, n_out = -1;
+    float *p, *g, *p_out;
+    if (!F32Data(args.get<ffi::AnyBuffer>(2 * k), p, n) ||
+        !F32Data(args.get<ffi::AnyBuffer>(2 * k + 1), g, n_g) ||
+        !F32Result(rets.get<ffi::AnyBuffer>(k), p_out, n_out) || n_g != n || n_out != n) {
+      return ffi::Error::InvalidArgument("amsgrad_fused_flat: a leaf's p, g and result differ");
+    }
+    if (offset + n > total) {
+      return ffi::Error::InvalidArgument("amsgrad_fused_flat: the leaves outgrow the moments");
+    }
+    float* in[5] = {p, g, moments_in[0] + offset, moments_in[1] + offset, moments_in[2] + offset};
+    float* out[4] = {p_out, moments_out[0] + offset, moments_out[1] + offset,
+                     moments_out[2] + offset};
+    AddLeaf(*w, static_cast<int>(k), in, out, n);
+    offset += n;
+  }
+  if (offset != total) {
+    return ffi::Error::InvalidArgument("amsgrad_fused_flat: the leaves do not fill the moments");
   }
   RunAll(pool, w);
   return ffi::Error::Success();
@@ -456,6 +534,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AmsgradFusedStep8, Step8,
                                   .RemainingRets());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AmsgradFusedStep, Step,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .RemainingArgs()
+                                  .RemainingRets());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AmsgradFusedStepFlat, StepFlat,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()

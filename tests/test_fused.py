@@ -205,7 +205,8 @@ def test_invalid_values_raise_as_amsgrad_does():
 
 
 @pytest.mark.skipif(jax.device_count() < 2, reason="needs several devices (conftest makes 8)")
-def test_arrays_sharded_over_devices_take_the_xla_step():
+@pytest.mark.parametrize("flatten", [False, True])
+def test_arrays_sharded_over_devices_take_the_xla_step(flatten):
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("d",))
   spread = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("d"))
   n = 8 * jax.device_count()
@@ -216,7 +217,7 @@ def test_arrays_sharded_over_devices_take_the_xla_step():
   # Host values (NumPy gradients, Python numbers) are put on one device by jit: the kernel
   # takes them (this file's steps feed NumPy gradients under conftest's 8 devices).
   assert _fused._on_one_device(({"w": np.ones(3, np.float32)}, np.float32(1.0), 2.0))
-  opt = amsgrad_optax.fused_amsgrad(0.1)
+  opt = amsgrad_optax.fused_amsgrad(0.1, flatten=flatten)
   got, state = opt.step(_copy(params), opt.init(params), grads)
   want, _ = _plain_step(opt.tx)(_copy(params), opt.tx.init(params), grads)
   np.testing.assert_array_equal(got["w"], want["w"])
@@ -338,3 +339,115 @@ def test_gradient_through_the_8bit_step_is_the_xla_steps():
   want = jax.grad(lambda g: loss(_plain_step(opt.tx), g))(g)
   assert float(jnp.max(jnp.abs(want))) > 0.01
   np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------- flattened state
+
+
+def _flat(tree):
+  return np.concatenate([np.asarray(x).reshape(-1) for x in jax.tree.leaves(tree)])
+
+
+@pytest.mark.parametrize("convention", amsgrad_optax.CONVENTIONS)
+def test_flat_kernel_is_the_per_leaf_kernel_bit_for_bit(convention):
+  """flatten=True runs the same arithmetic on the same values: params equal the per-leaf
+  kernel's bit for bit, each flat moment is the per-leaf moments laid end to end, and both
+  follow the float64 loop."""
+  _kernel_or_skip()
+  grads = _grads(7)
+  tree = amsgrad_optax.fused_amsgrad(0.01, convention=convention)
+  flat = amsgrad_optax.fused_amsgrad(0.01, convention=convention, flatten=True)
+  p_t, s_t = _run(tree.step, tree.init, grads)
+  p_f, s_f = _run(flat.step, flat.init, grads)
+  for k in SHAPES:
+    np.testing.assert_array_equal(p_f[k], p_t[k])
+  for name in ("mu", "nu", "nu_max"):
+    assert getattr(s_f[0], name).shape == (sum(int(np.prod(s)) for s in SHAPES.values()),)
+    np.testing.assert_array_equal(getattr(s_f[0], name), _flat(getattr(s_t[0], name)))
+  assert int(s_f[0].count) == STEPS
+  for k in SHAPES:
+    g = np.stack([x[k] for x in grads])
+    want = ref.amsgrad(g, 0.01, 0.9, 0.999, 1e-8, 0.0, convention).sum(axis=0)
+    np.testing.assert_allclose(
+      p_f[k], want, rtol=5e-5, atol=1e-6 * np.abs(want).max(initial=0.0), err_msg=k
+    )
+
+
+@pytest.mark.parametrize("convention", amsgrad_optax.CONVENTIONS)
+def test_flat_state_is_optax_flattens_and_agrees_with_its_xla_step(convention):
+  """The state is optax.flatten's; the moments are the per-leaf XLA step's laid end to end
+  (2 ulps: optax.flatten's own program fuses without multiply-adds, which can move a
+  cancelling moment further), and the params follow optax.flatten's XLA step."""
+  _kernel_or_skip()
+  grads = _grads(8)
+  rng = np.random.default_rng(9)
+  p0 = {k: rng.normal(size=s).astype(np.float32) for k, s in SHAPES.items()}
+  opt = amsgrad_optax.fused_amsgrad(0.01, convention=convention, flatten=True)
+  reference = optax.flatten(amsgrad_optax.amsgrad(0.01, convention=convention))
+  assert jax.tree.structure(opt.init(p0)) == jax.tree.structure(reference.init(p0))
+  per_leaf = amsgrad_optax.amsgrad(0.01, convention=convention)
+  p_k, s_k = _run(opt.step, opt.init, grads, p0)
+  p_x, _ = _run(_plain_step(reference), reference.init, grads, p0)
+  _, s_l = _run(_plain_step(per_leaf), per_leaf.init, grads, p0)
+  for name in ("mu", "nu", "nu_max"):
+    np.testing.assert_array_max_ulp(getattr(s_k[0], name), _flat(getattr(s_l[0], name)), 2)
+  for k in SHAPES:
+    np.testing.assert_allclose(p_k[k], p_x[k], rtol=1e-6, atol=1e-7)
+
+
+def test_flat_step_rejects_a_per_leaf_state_and_other_gradients():
+  _kernel_or_skip()
+  flat = amsgrad_optax.fused_amsgrad(0.01, flatten=True)
+  tree = amsgrad_optax.fused_amsgrad(0.01)
+  p = {"w": jnp.ones(3), "b": jnp.ones(2)}
+  g = {"w": jnp.ones(3), "b": jnp.ones(2)}
+  with pytest.raises(ValueError, match=r"state.mu must be one 1-D array of the params' 5"):
+    flat.step(_copy(p), tree.init(p), g)
+  with pytest.raises(ValueError, match="tree structure"):
+    flat.step(_copy(p), flat.init(p), {"w": jnp.ones(3)})
+  with pytest.raises(ValueError, match="shapes"):
+    flat.step(_copy(p), flat.init(p), {"w": jnp.ones(3), "b": jnp.ones(3)})
+  with pytest.raises(TypeError, match="flatten must be True or False"):
+    amsgrad_optax.fused_amsgrad(0.01, flatten=1)
+
+
+@pytest.mark.parametrize("case", ["8-bit state", "bfloat16"])
+def test_flat_8bit_and_low_precision_take_the_xla_step_bit_for_bit(case):
+  state_bits, dtype = (8, jnp.float32) if case == "8-bit state" else (None, jnp.bfloat16)
+  opt = amsgrad_optax.fused_amsgrad(0.01, flatten=True, state_bits=state_bits)
+  grads = [jax.tree.map(lambda x: x.astype(dtype), g) for g in _grads(10)[:10]]
+  p0 = {k: jnp.ones(s, dtype) for k, s in SHAPES.items()}
+  got = _run(opt.step, opt.init, grads, p0)
+  want = _run(_plain_step(opt.tx), opt.tx.init, grads, p0)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_flat_gradient_and_vmap():
+  """jax.grad through the flat kernel step is the XLA step's; under vmap it runs per example."""
+  _kernel_or_skip()
+  opt = amsgrad_optax.fused_amsgrad(0.1, flatten=True)
+  params = {"w": jnp.array([0.5, -1.0, 2.0]), "b": jnp.array([0.25])}
+  state = opt.init(params)
+
+  def loss(step, g):
+    new, _ = step(_copy(params), _copy(state), {"w": g, "b": g[:1]})
+    return jnp.sum(new["w"] ** 2) + jnp.sum(new["b"] ** 3)
+
+  g = jnp.array([0.3, -0.2, 0.0])
+  got = jax.grad(lambda g: loss(opt.step.fused, g))(g)
+  want = jax.grad(lambda g: loss(_plain_step(opt.tx), g))(g)
+  np.testing.assert_array_equal(got, want)
+
+  rng = np.random.default_rng(11)
+  p = {"w": jnp.asarray(rng.normal(size=(3, 5)).astype(np.float32)), "b": jnp.ones((3, 2))}
+  gs = {"w": jnp.asarray(rng.normal(size=(3, 5)).astype(np.float32)), "b": jnp.ones((3, 2))}
+  out, out_state = jax.vmap(opt.step.fused)(_copy(p), jax.vmap(opt.init)(p), gs)
+  for i in range(3):
+    p_i = jax.tree.map(lambda x, i=i: x[i], p)
+    want_p, want_state = opt.step.plain(
+      _copy(p_i), opt.init(p_i), jax.tree.map(lambda x, i=i: x[i], gs)
+    )
+    for k in p:
+      np.testing.assert_allclose(out[k][i], want_p[k], rtol=2e-6)
+    np.testing.assert_array_max_ulp(out_state[0].nu_max[i], want_state[0].nu_max, 2)

@@ -847,7 +847,8 @@ _FUSED_SHAPES = [(7,), (64,), (300,), (1000,), (16, 64), (64, 100), (256, 10), (
 @fuzz(8)
 @given(data=st.data())
 def test_fused_kernels_leave_the_xla_steps_state(data):
-  """``fused_amsgrad``'s C++ kernels against its own XLA step, float32 and 8-bit state.
+  """``fused_amsgrad``'s C++ kernels against its own XLA step: float32 state per leaf and
+  flattened, and 8-bit state.
 
   Leaves that tile into blocks of every kind (1-D, 2-D row tiles, leading axes, too small to
   quantize; four block sizes), every convention, extreme hyperparameters, heavy-tailed gradients with spikes,
@@ -870,9 +871,19 @@ def test_fused_kernels_leave_the_xla_steps_state(data):
   steps = data.draw(st.integers(1, 6))
   df = data.draw(st.sampled_from([0.8, 2.0, 30.0]))
   bad = data.draw(st.sampled_from([None, None, np.nan, np.inf, -np.inf, 1e30, 1e-42]))
+  # The flat kernel takes float32 state (8-bit with flatten=True is the XLA step).
+  flatten = state_bits is None and data.draw(st.booleans())
   rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
   opt = amsgrad_optax.fused_amsgrad(
-    lr, b1, b2, eps, eps_root, convention=convention, state_bits=state_bits, block_size=block_size
+    lr,
+    b1,
+    b2,
+    eps,
+    eps_root,
+    convention=convention,
+    state_bits=state_bits,
+    block_size=block_size,
+    flatten=flatten,
   )
   params = {f"p{i}": rng.normal(size=s).astype(np.float32) for i, s in enumerate(shapes)}
   grads = []
@@ -885,14 +896,28 @@ def test_fused_kernels_leave_the_xla_steps_state(data):
       k = sorted(g)[0]
       g[k].reshape(-1)[rng.integers(g[k].size)] = bad
     grads.append({k: jnp.asarray(v) for k, v in g.items()})
+  # The flat kernel's reference is the per-leaf XLA step, its moments laid end to end:
+  # optax.flatten's own XLA program fuses differently (without multiply-adds), which
+  # moves a cancelling moment by many ulps from the kernel's and the per-leaf step's.
+  reference = opt
+  if flatten:
+    reference = amsgrad_optax.fused_amsgrad(
+      lr, b1, b2, eps, eps_root, convention=convention, block_size=block_size
+    )
   out = []
-  for step in (opt.step.fused, opt.step.plain):
+  for step, init in ((opt.step.fused, opt.init), (reference.step.plain, reference.init)):
     p = {k: jnp.array(v) for k, v in params.items()}
-    s = opt.init(p)
+    s = init(p)
     for g in grads:
       p, s = step(p, s, g)
     out.append((p, s))
   (p_k, s_k), (p_x, s_x) = out
+  if flatten:
+    ravel = lambda tree: jnp.concatenate([x.reshape(-1) for x in jax.tree.leaves(tree)])  # noqa: E731
+    inner = s_x[0]
+    s_x = (inner._replace(mu=ravel(inner.mu), nu=ravel(inner.nu), nu_max=ravel(inner.nu_max)),)
+    s_x += tuple(s_k[1:])  # the chain's empty states
+    assert jax.tree.structure(s_k) == jax.tree.structure(s_x)
   quantized = amsgrad_optax.QuantizedArray
 
   def codes_and_scales(state):
