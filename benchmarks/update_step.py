@@ -17,6 +17,8 @@ kernel, when it builds here), the "group small leaves" route on the tree (the le
 ``x * 2`` whose fastest run gives the machine's streaming bandwidth (8 bytes an element):
 the last column is the bytes the HLO moves per second as a fraction of it. "dispatch floor"
 is a donated step that only adds 0 to the params: what JAX and XLA take for the buffers alone.
+On the tree, ``fused_amsgrad(flatten=True)`` (``optax.flatten``'s state, one array a
+moment) and its dispatch floor are timed too.
 
   python benchmarks/update_step.py            # 2^16 ... 2^24, a model-like tree, compile time
   python benchmarks/update_step.py --quick    # a short run
@@ -301,12 +303,19 @@ def time_case(label, shapes, repeats, with_torch, peak_gbps):
     hlo["grouped small leaves (pytorch)"] = hlo_traffic(r.compiled.as_text(), n)
   floor = JaxRunner(lambda: amsgrad_optax.amsgrad(LR), params, grads, floor_step)
   runners["dispatch floor: p + 0"] = floor
+  if len(shapes) > 1:
+    flat_tx = lambda: optax.flatten(amsgrad_optax.amsgrad(LR))  # noqa: E731
+    runners["dispatch floor, flat state: p + 0"] = JaxRunner(flat_tx, params, grads, floor_step)
   status = amsgrad_optax._fused.kernel_status()
   if status["ok"]:
-    for conv in ("pytorch", "optax"):
-      r = FusedRunner(conv, params, grads)
-      runners[f"fused_amsgrad ({conv})"] = r
-      hlo[f"fused_amsgrad ({conv})"] = hlo_traffic(r.compiled.as_text(), n)
+    variants = [(conv, {}) for conv in ("pytorch", "optax")]
+    if len(shapes) > 1:
+      variants += [(conv, {"flatten": True}) for conv in ("pytorch", "optax")]
+    for conv, kwargs in variants:
+      name = f"fused_amsgrad ({conv}{', flatten' if kwargs else ''})"
+      r = FusedRunner(conv, params, grads, **kwargs)
+      runners[name] = r
+      hlo[name] = hlo_traffic(r.compiled.as_text(), n)
   else:
     print(f"  (fused_amsgrad: kernel unavailable, {status['reason']})")
   copy = CopyRunner(n)
@@ -342,7 +351,9 @@ def time_case(label, shapes, repeats, with_torch, peak_gbps):
   print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
   for name, t in medians.items():
     loops, traffic = hlo.get(name, (None, None))
-    per_param = {copy_name: 8, "dispatch floor: p + 0": 4}.get(name, MIN_BYTES_PER_PARAM)
+    per_param = (
+      8 if name == copy_name else 4 if name.startswith("dispatch floor") else MIN_BYTES_PER_PARAM
+    )
     gbps = per_param * n / t / 1e9
     extra = f" ({gbps / peak_gbps:.0%} of peak)" if peak_gbps else ""
     moved = "" if traffic is None else f"{traffic * n / t / 1e9 / copy_gbps:.0%}"
