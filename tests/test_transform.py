@@ -1,6 +1,7 @@
 """Behaviour of the transforms: under jit/vmap/scan/donation, on awkward trees, composed."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -335,3 +336,40 @@ def test_injected_weight_decay_under_jit_asks_for_params():
   # Without weight_decay (the default, None) nothing is injected for it: no params needed.
   tx = optax.inject_hyperparams(amsgrad_optax.amsgrad)(learning_rate=0.1)
   jax.jit(tx.update)(jnp.ones(2), tx.init(jnp.ones(2)))
+
+
+@pytest.mark.parametrize("convention", ["pytorch", "keras", "paper"])
+def test_running_max_over_raw_nu_is_exact_and_not_a_lone_op_loop(convention):
+  """nu_max is max(nu_max, nu) bit for bit (NaN, inf, zeros, tiny values included), though the
+  step multiplies nu by an opaque 1 so that XLA:CPU does not compile the maximum as a lone-op
+  loop, which runs at half speed (benchmarks/lone_op.py)."""
+  tx = amsgrad_optax.amsgrad(1e-2, convention=convention)
+  rng = np.random.default_rng(12)
+  params = {"w": jnp.zeros(4096)}
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for t in range(12):
+    g = rng.standard_t(1.2, size=4096) * 10.0 ** rng.uniform(-30, 15, size=4096)
+    g[:8] = [
+      0.0,
+      -0.0,
+      1e-45,
+      -1e-40,
+      1e20,
+      np.inf if t == 9 else 1.0,
+      np.nan if t == 10 else 2.0,
+      3e-38,
+    ]
+    old = np.asarray(state[0].nu_max["w"])
+    _, state = update({"w": jnp.asarray(g, jnp.float32)}, state, params)
+    nu, nu_max = np.asarray(state[0].nu["w"]), np.asarray(state[0].nu_max["w"])
+    want = np.where(np.isnan(old) | np.isnan(nu), np.nan, np.maximum(old, nu))
+    np.testing.assert_array_equal(nu_max.view(np.uint32), want.astype(np.float32).view(np.uint32))
+  if jax.default_backend() == "cpu":
+    hlo = update.lower({"w": jnp.ones(4096)}, state, params).compile().as_text()
+    bodies = re.findall(r"\n%?[\w.\-]+ \([^)]*\) -> f32\[4096\][^{]*\{\n(.*?)\n\}", hlo, re.S)
+    ops = [re.findall(r"= \S+ (\w[\w\-]*)\(", body) for body in bodies]
+    computing = [
+      [o for o in body if o not in ("parameter", "broadcast", "constant")] for body in ops
+    ]
+    assert ["maximum"] not in computing, "a fusion of the lone maximum is back"
