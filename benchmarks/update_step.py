@@ -24,6 +24,7 @@ moment) and its dispatch floor are timed too.
   python benchmarks/update_step.py --quick    # a short run
   python benchmarks/update_step.py --peak-gbps 3350   # on a GPU: bandwidth as a fraction of peak
   python benchmarks/update_step.py --no-compile       # the step tables only
+  python benchmarks/update_step.py --best-of 3        # each sample the fastest of 3 calls
 """
 
 from __future__ import annotations
@@ -289,7 +290,7 @@ def torch_runners(params, grads):
 # ---------------------------------------------------------------- driver
 
 
-def time_case(label, shapes, repeats, with_torch, peak_gbps):
+def time_case(label, shapes, repeats, with_torch, peak_gbps, best_of=1):
   params, grads = make_tree(shapes)
   n = sum(int(np.prod(s)) for s in shapes)
   runners, hlo = {}, {}
@@ -333,7 +334,7 @@ def time_case(label, shapes, repeats, with_torch, peak_gbps):
     # PyTorch's OpenMP threads spin for a while after a step and slow whatever
     # runs next, and in a fixed (or rotated) order that is always the same one.
     for i in order.permutation(len(names)):
-      times[names[i]].append(runners[names[i]]())
+      times[names[i]].append(min(runners[names[i]]() for _ in range(best_of)))
   medians = {k: statistics.median(v) for k, v in times.items()}
   base = medians["optax.amsgrad"]
   # The fastest copy, not the median: the machine's bandwidth, not its load.
@@ -341,7 +342,8 @@ def time_case(label, shapes, repeats, with_torch, peak_gbps):
   copy_gbps = 8 * n / min(times[copy_name]) / 1e9
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   print(
-    f"\n{label}: {n:,} params in {len(shapes)} leaves, median of {repeats}; "
+    f"\n{label}: {n:,} params in {len(shapes)} leaves, median of {repeats}"
+    f"{f' (each the fastest of {best_of} calls in a row)' if best_of > 1 else ''}; "
     f"load average {load:.1f}; copy bandwidth (fastest copy) {copy_gbps:.1f} GB/s"
   )
   print(
@@ -403,6 +405,13 @@ def main():
   parser.add_argument("--peak-gbps", type=float, default=None, help="device memory bandwidth")
   parser.add_argument("--no-tree", action="store_true", help="skip the model-like tree")
   parser.add_argument("--no-compile", action="store_true", help="skip the compile-time table")
+  parser.add_argument(
+    "--best-of",
+    type=int,
+    default=1,
+    help="each sample the fastest of this many calls in a row (less of other jobs' noise, "
+    "warmer caches)",
+  )
   args = parser.parse_args()
 
   sizes = [16, 20] if args.quick else [16, 18, 20, 22, 24]
@@ -422,9 +431,9 @@ def main():
   if device.platform != "cpu" and not peak:
     print("  (pass --peak-gbps to see bandwidth as a fraction of the device's peak)")
   for k in sizes:
-    time_case(f"2^{k}", single_array(2**k), repeats, not args.no_torch, peak)
+    time_case(f"2^{k}", single_array(2**k), repeats, not args.no_torch, peak, args.best_of)
   if not args.no_tree:
-    time_case("model-like tree", model_like(), repeats, not args.no_torch, peak)
+    time_case("model-like tree", model_like(), repeats, not args.no_torch, peak, args.best_of)
   if not args.no_compile:
     time_compile(leaves, 1 if args.quick else 3)
 
