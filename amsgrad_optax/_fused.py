@@ -13,7 +13,7 @@ With ``flatten=True`` (``optax.flatten``'s state: each moment one 1-D array) a
 third reads the moments at each leaf's offset, so that a step of a tree of
 many leaves passes three moment buffers in and out instead of three a leaf:
 on a CPU, JAX's dispatch of a jitted call costs about a microsecond an array
-warm and two to three after the caches are cold.
+warm and about two once other work has evicted it from the caches.
 
 The kernel is compiled from ``_fused_kernel.cc`` (shipped with the package) by
 the C++ compiler (``$CXX`` or ``c++``) the first time it is needed, into
