@@ -16,7 +16,9 @@ from amsgrad_optax._conventions import Convention as Convention
 from amsgrad_optax._conventions import get_convention as get_convention
 from amsgrad_optax._diagnostics import diagnostics as diagnostics
 from amsgrad_optax._fused import FusedAmsgrad as FusedAmsgrad
+from amsgrad_optax._fused import flatten_state as flatten_state
 from amsgrad_optax._fused import fused_amsgrad as fused_amsgrad
+from amsgrad_optax._fused import unflatten_state as unflatten_state
 from amsgrad_optax._quantize import QuantizedArray as QuantizedArray
 from amsgrad_optax._quantize import dequantize as dequantize
 from amsgrad_optax._robust import SkipNonfiniteState as SkipNonfiniteState
@@ -47,6 +49,7 @@ __all__ = (
   "check_state_values",
   "dequantize",
   "diagnostics",
+  "flatten_state",
   "fused_amsgrad",
   "get_convention",
   "inverse_sqrt_schedule",
@@ -60,4 +63,5 @@ __all__ = (
   "shard_state",
   "skip_nonfinite",
   "state_sharding",
+  "unflatten_state",
 )

@@ -270,9 +270,10 @@ def fused_amsgrad(
   step then passes three moment buffers instead of three a leaf in and out of
   the jitted call, which is most of a many-leaf step's cost on a CPU (see the
   performance page). The state is ``optax.flatten``'s, not the per-leaf
-  state of :func:`amsgrad`: checkpoints of one do not restore into the other,
-  and the flat moments are not sharded like the params. 8-bit state with
-  ``flatten=True`` takes the XLA step.
+  state of :func:`amsgrad`, and the flat moments are not sharded like the
+  params; :func:`amsgrad_optax.flatten_state` and
+  :func:`amsgrad_optax.unflatten_state` convert between the two bit for bit.
+  8-bit state with ``flatten=True`` takes the XLA step.
 
   Transformations: under ``jax.jvp``/``jax.grad`` the derivative is the XLA
   step's; under ``jax.vmap`` the kernel runs once per batch element. Arrays
@@ -489,3 +490,116 @@ def _call_flat(scalars, p_leaves, g_leaves, inner):
   )
   outs = call(scalars, *operands)
   return list(outs[:n]), *outs[n:]
+
+
+# ---------------------------------------------------------------- state layouts
+
+
+def _inner_and_rest(state: Any, what: str) -> tuple[Any, tuple]:
+  inner = state[0] if isinstance(state, tuple) and state else None
+  if not isinstance(inner, _transform.ScaleByAmsgradState):
+    raise TypeError(
+      f"{what} must be the state of amsgrad or fused_amsgrad (a tuple whose first entry "
+      f"is a ScaleByAmsgradState), got {type(state).__name__}"
+    )
+  moments = (inner.mu, inner.nu, inner.nu_max)
+  if any(_is_8bit(x) for x in jax.tree.leaves(moments, is_leaf=_is_8bit)):
+    raise ValueError(
+      f"{what} holds 8-bit moments (state_bits=8), which have no flat layout here: "
+      "flatten=True keeps float32 state"
+    )
+  return inner, tuple(state[1:])
+
+
+def flatten_state(state: optax.OptState) -> optax.OptState:
+  """Returns :func:`amsgrad`'s per-leaf state in ``fused_amsgrad(flatten=True)``'s layout.
+
+  Each moment becomes one 1-D array, the leaves' elements end to end in
+  ``jax.tree.leaves`` order: the layout of ``optax.flatten``, bit for bit
+  (no arithmetic), so training can switch between the two steps mid-run.
+
+  Args:
+    state: ``amsgrad(...).init(params)``'s state (or one a step returned),
+      float32 moments (not 8-bit), at least one leaf.
+
+  Returns:
+    The same state with flat ``mu``, ``nu`` and ``nu_max``.
+
+  Raises:
+    TypeError: for a state that is not amsgrad's.
+    ValueError: for 8-bit moments, no leaves, or moments of different dtypes.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import amsgrad_optax
+    >>> params = {"b": jnp.zeros(2), "w": jnp.zeros((2, 3))}
+    >>> state = amsgrad_optax.amsgrad(1e-3).init(params)
+    >>> amsgrad_optax.flatten_state(state)[0].mu.shape
+    (8,)
+  """
+  inner, rest = _inner_and_rest(state, "state")
+
+  def flat(tree, name):
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+      raise ValueError(f"state.{name} has no leaves to flatten")
+    dtypes = {jnp.result_type(x) for x in leaves}
+    if len(dtypes) > 1:
+      raise ValueError(
+        f"state.{name}'s leaves have dtypes {sorted(map(str, dtypes))}; a flat moment has one"
+      )
+    return jnp.concatenate([jnp.reshape(x, [-1]) for x in leaves])
+
+  moments = {f: flat(getattr(inner, f), f) for f in ("mu", "nu", "nu_max")}
+  return (inner._replace(**moments), *rest)
+
+
+def unflatten_state(state: optax.OptState, params: optax.Params) -> optax.OptState:
+  """Returns ``fused_amsgrad(flatten=True)``'s state in :func:`amsgrad`'s per-leaf layout.
+
+  The inverse of :func:`flatten_state`: each flat moment is cut into arrays
+  shaped like ``params``' leaves (in ``jax.tree.leaves`` order), bit for bit.
+
+  Args:
+    state: the flat state (``fused_amsgrad(..., flatten=True)``'s, or
+      ``optax.flatten(amsgrad(...))``'s).
+    params: the params the state belongs to (only their tree and shapes are
+      read).
+
+  Returns:
+    The state with ``mu``, ``nu`` and ``nu_max`` shaped like ``params``.
+
+  Raises:
+    TypeError: for a state that is not amsgrad's.
+    ValueError: if a moment is not one 1-D array of the params' size.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import amsgrad_optax
+    >>> params = {"b": jnp.zeros(2), "w": jnp.zeros((2, 3))}
+    >>> flat = amsgrad_optax.fused_amsgrad(1e-3, flatten=True).init(params)
+    >>> amsgrad_optax.unflatten_state(flat, params)[0].mu["w"].shape
+    (2, 3)
+  """
+  inner, rest = _inner_and_rest(state, "state")
+  leaves, treedef = jax.tree.flatten(params)
+  sizes = [int(np.size(x)) for x in leaves]
+  total = sum(sizes)
+
+  def cut(moment, name):
+    shape = getattr(moment, "shape", None)
+    if shape is None or tuple(shape) != (total,):
+      got = f"shape {tuple(shape)}" if shape is not None else f"a {type(moment).__name__}"
+      raise ValueError(
+        f"state.{name} must be one 1-D array of the params' {total} elements, got {got}"
+      )
+    offsets = np.cumsum([0, *sizes])
+    return treedef.unflatten(
+      [
+        jnp.reshape(moment[a:b], jnp.shape(x))
+        for a, b, x in zip(offsets[:-1], offsets[1:], leaves, strict=True)
+      ]
+    )
+
+  moments = {f: cut(getattr(inner, f), f) for f in ("mu", "nu", "nu_max")}
+  return (inner._replace(**moments), *rest)

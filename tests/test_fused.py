@@ -449,3 +449,48 @@ def test_flat_gradient_and_vmap():
     for k in p:
       np.testing.assert_allclose(out[k][i], want_p[k], rtol=2e-6, atol=1e-7)  # an ulp of the update
     np.testing.assert_array_max_ulp(out_state[0].nu_max[i], want_state[0].nu_max, 2)
+
+
+def test_flatten_state_and_back_are_exact_and_training_can_switch_layouts():
+  """flatten_state/unflatten_state reshape and concatenate only: round trips are bit for bit,
+  the flat layout is optax.flatten's, and a run that switches from the per-leaf kernel to the
+  flat one mid-way equals one that never switched."""
+  _kernel_or_skip()
+  grads = _grads(13)[:40]
+  rng = np.random.default_rng(14)
+  p0 = {k: rng.normal(size=s).astype(np.float32) for k, s in SHAPES.items()}
+  tree = amsgrad_optax.fused_amsgrad(0.01)
+  flat = amsgrad_optax.fused_amsgrad(0.01, flatten=True)
+  p_t, s_t = _run(tree.step, tree.init, grads[:25], p0)
+  s_f = amsgrad_optax.flatten_state(s_t)
+  assert jax.tree.structure(s_f) == jax.tree.structure(flat.init(p0))
+  for name in ("mu", "nu", "nu_max"):
+    np.testing.assert_array_equal(getattr(s_f[0], name), _flat(getattr(s_t[0], name)))
+  back = amsgrad_optax.unflatten_state(s_f, p_t)
+  assert jax.tree.structure(back) == jax.tree.structure(s_t)
+  _assert_states_equal(back, s_t)
+  # Switch layouts after 25 steps; compare with 40 steps per leaf.
+  p_switch, s_switch = _copy(p_t), s_f
+  for g in grads[25:]:
+    p_switch, s_switch = flat.step(p_switch, s_switch, g)
+  p_all, s_all = _run(tree.step, tree.init, grads, p0)
+  for k in SHAPES:
+    np.testing.assert_array_equal(p_switch[k], p_all[k])
+  _assert_states_equal(amsgrad_optax.unflatten_state(s_switch, p_all), s_all)
+
+
+def test_state_layout_conversions_refuse_what_they_cannot_convert():
+  params = {"w": jnp.ones(3), "b": jnp.ones(2)}
+  flat_state = amsgrad_optax.fused_amsgrad(0.1, flatten=True).init(params)
+  with pytest.raises(ValueError, match="state.mu must be one 1-D array of the params' 4"):
+    amsgrad_optax.unflatten_state(flat_state, {"w": jnp.ones(4)})
+  with pytest.raises(ValueError, match="8-bit moments"):
+    amsgrad_optax.flatten_state(amsgrad_optax.amsgrad(0.1, state_bits=8).init({"w": jnp.ones(512)}))
+  with pytest.raises(TypeError, match="state of amsgrad or fused_amsgrad"):
+    amsgrad_optax.flatten_state(optax.adam(0.1).init(params))
+  with pytest.raises(ValueError, match="no leaves"):
+    amsgrad_optax.flatten_state(amsgrad_optax.amsgrad(0.1).init({}))
+  state = amsgrad_optax.amsgrad(0.1).init(params)
+  mixed = (state[0]._replace(mu={"w": jnp.ones(3), "b": jnp.ones(2, jnp.bfloat16)}), *state[1:])
+  with pytest.raises(ValueError, match=r"state.mu's leaves have dtypes \['bfloat16', 'float32'\]"):
+    amsgrad_optax.flatten_state(mixed)
