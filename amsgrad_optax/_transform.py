@@ -168,7 +168,7 @@ def _opaque_one(x, dtype):
   ``max(v_max, v * 1)`` is ``max(v_max, v)`` bit for bit, but XLA:CPU
   compiles a fusion of a lone ``maximum`` into a loop that runs at about half
   the speed of a two-op one (``benchmarks/lone_op.py``), which made the
-  ``"pytorch"`` convention's step 1.2-1.4x ``optax.amsgrad``'s on params that
+  ``"pytorch"`` convention's step 1.15-1.4x ``optax.amsgrad``'s on params that
   fit in the caches (``"keras"`` and ``"paper"`` had the same loop).
   """
   del x
