@@ -378,10 +378,10 @@ def fused_amsgrad(
   def chosen(params, state, grads):
     # Decided while tracing, from dtypes (jit's cache keys on them): a call
     # pays no check a leaf beyond jit's own.
-    inner = state[0] if isinstance(state, tuple) and state else None
+    inner = _amsgrad_inner(state)
     eligible = (
       use_kernel is not False
-      and isinstance(inner, _transform.ScaleByAmsgradState)
+      and inner is not None
       and _takes(params, grads, inner, flatten)
       and kernel_status()["ok"]
     )
@@ -393,7 +393,7 @@ def fused_amsgrad(
 
   def step(params, state, grads):
     """``(params, state)`` after one step; ``params`` and ``state`` are donated."""
-    if jax.device_count() > 1 and not _on_one_device((params, grads, state)):
+    if not _on_one_device((params, grads, state)):
       return jit_plain(params, state, grads)
     return jit_chosen(params, state, grads)
 
@@ -466,15 +466,24 @@ def _check_flat(params, grads, inner) -> None:
   _validation.check_same_structure(grads, _quantize.shapes_tree(params), "params")
   _validation.check_float_tree(grads, "updates")
   size = sum(int(np.size(x)) for x in jax.tree.leaves(params))
-  for name in ("mu", "nu", "nu_max"):
-    moment = getattr(inner, name)
-    shape = getattr(moment, "shape", None)
-    if shape is None or tuple(shape) != (size,):
-      got = f"shape {tuple(shape)}" if shape is not None else f"a {type(moment).__name__}"
-      raise ValueError(
-        f"state.{name} must be one 1-D array of the params' {size} elements (flatten=True), "
-        f"got {got}; was the state made by this optimizer's init?"
-      )
+  for name in _transform._MOMENTS:
+    _check_flat_moment(
+      getattr(inner, name),
+      name,
+      size,
+      " (flatten=True)",
+      "; was the state made by this optimizer's init?",
+    )
+
+
+def _check_flat_moment(moment, name: str, size: int, where: str = "", hint: str = "") -> None:
+  """Raises ValueError unless ``moment`` is one 1-D array of ``size`` elements."""
+  shape = getattr(moment, "shape", None)
+  if shape is None or tuple(shape) != (size,):
+    got = f"shape {tuple(shape)}" if shape is not None else f"a {type(moment).__name__}"
+    raise ValueError(
+      f"state.{name} must be one 1-D array of the params' {size} elements{where}, got {got}{hint}"
+    )
 
 
 def _call_flat(scalars, p_leaves, g_leaves, inner):
@@ -495,9 +504,15 @@ def _call_flat(scalars, p_leaves, g_leaves, inner):
 # ---------------------------------------------------------------- state layouts
 
 
-def _inner_and_rest(state: Any, what: str) -> tuple[Any, tuple]:
+def _amsgrad_inner(state: Any) -> _transform.ScaleByAmsgradState | None:
+  """``state[0]`` where ``state`` is amsgrad's (a tuple led by a ScaleByAmsgradState), else None."""
   inner = state[0] if isinstance(state, tuple) and state else None
-  if not isinstance(inner, _transform.ScaleByAmsgradState):
+  return inner if isinstance(inner, _transform.ScaleByAmsgradState) else None
+
+
+def _inner_and_rest(state: Any, what: str) -> tuple[Any, tuple]:
+  inner = _amsgrad_inner(state)
+  if inner is None:
     raise TypeError(
       f"{what} must be the state of amsgrad or fused_amsgrad (a tuple whose first entry "
       f"is a ScaleByAmsgradState), got {type(state).__name__}"
@@ -550,7 +565,7 @@ def flatten_state(state: optax.OptState) -> optax.OptState:
       )
     return jnp.concatenate([jnp.reshape(x, [-1]) for x in leaves])
 
-  moments = {f: flat(getattr(inner, f), f) for f in ("mu", "nu", "nu_max")}
+  moments = {f: flat(getattr(inner, f), f) for f in _transform._MOMENTS}
   return (inner._replace(**moments), *rest)
 
 
@@ -587,12 +602,7 @@ def unflatten_state(state: optax.OptState, params: optax.Params) -> optax.OptSta
   total = sum(sizes)
 
   def cut(moment, name):
-    shape = getattr(moment, "shape", None)
-    if shape is None or tuple(shape) != (total,):
-      got = f"shape {tuple(shape)}" if shape is not None else f"a {type(moment).__name__}"
-      raise ValueError(
-        f"state.{name} must be one 1-D array of the params' {total} elements, got {got}"
-      )
+    _check_flat_moment(moment, name, total)
     offsets = np.cumsum([0, *sizes])
     return treedef.unflatten(
       [
@@ -601,5 +611,5 @@ def unflatten_state(state: optax.OptState, params: optax.Params) -> optax.OptSta
       ]
     )
 
-  moments = {f: cut(getattr(inner, f), f) for f in ("mu", "nu", "nu_max")}
+  moments = {f: cut(getattr(inner, f), f) for f in _transform._MOMENTS}
   return (inner._replace(**moments), *rest)

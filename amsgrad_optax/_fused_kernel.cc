@@ -163,10 +163,12 @@ void AddLeaf(Work& w, int k, float* const in[5], float* const out[4], int64_t n)
   }
 }
 
-std::shared_ptr<Work> NewWork(ffi::Buffer<ffi::F32> scalars, size_t n_leaves) {
-  auto w = std::make_shared<Work>();
+// A new W (a Queue) holding the call's scalars; nullptr if there are not kScalars of them.
+template <typename W>
+std::shared_ptr<W> NewWork(ffi::Buffer<ffi::F32> scalars) {
+  if (scalars.element_count() != kScalars) return nullptr;
+  auto w = std::make_shared<W>();
   std::copy_n(scalars.typed_data(), kScalars, w->s);
-  w->leaves.reserve(n_leaves);
   return w;
 }
 
@@ -189,14 +191,13 @@ bool F32Result(T r, float*& data, int64_t& n) {
 
 ffi::Error Step(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::RemainingArgs args,
                 ffi::RemainingRets rets) {
-  if (scalars.element_count() != kScalars) {
-    return ffi::Error::InvalidArgument("amsgrad_fused: expected 11 scalars");
-  }
+  auto w = NewWork<Work>(scalars);
+  if (!w) return ffi::Error::InvalidArgument("amsgrad_fused: expected 11 scalars");
   if (args.size() % 5 != 0 || rets.size() != args.size() / 5 * 4) {
     return ffi::Error::InvalidArgument("amsgrad_fused: expected 5 operands and 4 results a leaf");
   }
   const size_t n_leaves = args.size() / 5;
-  auto w = NewWork(scalars, n_leaves);
+  w->leaves.reserve(n_leaves);
   for (size_t k = 0; k < n_leaves; ++k) {
     float* in[5];
     float* out[4];
@@ -226,9 +227,8 @@ ffi::Error Step(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::Remain
 // each leaf, then m, v, v_max; results: p of each leaf, then m, v, v_max.
 ffi::Error StepFlat(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::RemainingArgs args,
                     ffi::RemainingRets rets) {
-  if (scalars.element_count() != kScalars) {
-    return ffi::Error::InvalidArgument("amsgrad_fused_flat: expected 11 scalars");
-  }
+  auto w = NewWork<Work>(scalars);
+  if (!w) return ffi::Error::InvalidArgument("amsgrad_fused_flat: expected 11 scalars");
   if (args.size() < 3 || (args.size() - 3) % 2 != 0 || rets.size() != (args.size() - 3) / 2 + 3) {
     return ffi::Error::InvalidArgument(
         "amsgrad_fused_flat: expected p and g a leaf and three moments; p a leaf and the moments");
@@ -248,7 +248,7 @@ ffi::Error StepFlat(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::Re
       return ffi::Error::InvalidArgument("amsgrad_fused_flat: bad moment result");
     }
   }
-  auto w = NewWork(scalars, n_leaves);
+  w->leaves.reserve(n_leaves);
   int64_t offset = 0;
   for (size_t k = 0; k < n_leaves; ++k) {
     int64_t n = -1, n_g = -1, n_out = -1;
@@ -452,15 +452,12 @@ void Run(const Work8& w, const Chunk& c) {
 // same less g, aliased to them.
 ffi::Error Step8(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::Buffer<ffi::S32> ints,
                  ffi::RemainingArgs args, ffi::RemainingRets rets) {
-  if (scalars.element_count() != kScalars) {
-    return ffi::Error::InvalidArgument("amsgrad_fused8: expected 11 scalars");
-  }
+  auto w = NewWork<Work8>(scalars);
+  if (!w) return ffi::Error::InvalidArgument("amsgrad_fused8: expected 11 scalars");
   if (args.size() % 8 != 0 || rets.size() != args.size() / 8 * 7 ||
       ints.element_count() != 1 + 3 * args.size() / 8) {
     return ffi::Error::InvalidArgument("amsgrad_fused8: expected 8 operands and 7 results a leaf");
   }
-  auto w = std::make_shared<Work8>();
-  std::copy_n(scalars.typed_data(), kScalars, w->s);
   const int32_t* in_ints = ints.typed_data();
   w->count = static_cast<uint32_t>(in_ints[0]);
   const size_t n_leaves = args.size() / 8;
