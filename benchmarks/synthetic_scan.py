@@ -5,8 +5,8 @@ Runs, in one process, 10^7 steps (by default) of the online problem
 
 * ``amsgrad_optax.synthetic.run`` with ``engine="scan"`` (one compiled nested
   scan; the fast engine is ``benchmarks/synthetic_fast.py``'s; the regret kept
-  as a double-word float32 sum), for AMSGrad in the PyTorch and optax
-  conventions and for ``optax.adam``, and once with the progress-bar chunking;
+  as a double-word float32 sum), for AMSGrad in each of the four conventions
+  and for ``optax.adam``, and once with the progress-bar chunking;
 * the same problem written plainly as one ``lax.scan`` over ``optax.amsgrad``
   and ``optax.adam`` (a naive float32 regret sum: the least work possible);
 * the reference's eager PyTorch loop (``torch.optim.Adam(amsgrad=True)``,
@@ -134,6 +134,8 @@ def main(argv=None) -> None:
 
   amsgrad_pt = synthetic.make_optimizer("amsgrad", LR, B1, B2, EPS, convention="pytorch")
   amsgrad_ox = synthetic.make_optimizer("amsgrad", LR, B1, B2, EPS, convention="optax")
+  amsgrad_keras = synthetic.make_optimizer("amsgrad", LR, B1, B2, EPS, convention="keras")
+  amsgrad_paper = synthetic.make_optimizer("amsgrad", LR, B1, B2, EPS, convention="paper")
   adam = synthetic.make_optimizer("adam", LR, B1, B2, EPS)
   # The pytorch convention with optax's float32 powers for 1 - b^t: what its
   # exact bias corrections cost (an ablation; not a convention the library offers).
@@ -145,6 +147,8 @@ def main(argv=None) -> None:
     "plain scan: optax.adam": plain_scan(optax.adam(LR, B1, B2, EPS), steps),
     "ours: amsgrad (optax conv.)": ours(amsgrad_ox, steps),
     "ours: amsgrad (pytorch conv.)": ours(amsgrad_pt, steps),
+    "ours: amsgrad (keras conv.)": ours(amsgrad_keras, steps),
+    "ours: amsgrad (paper conv.)": ours(amsgrad_paper, steps),
     "ours: amsgrad (pytorch), progress chunks": ours(amsgrad_pt, steps, progress=True),
     "ours: optax.adam": ours(adam, steps),
     "plain scan: ours, pytorch conv.": plain_scan(amsgrad_pt, steps),
@@ -190,6 +194,8 @@ def main(argv=None) -> None:
     "ours: amsgrad (optax conv.), exact powers": "ours: amsgrad (optax conv.)",
     "ours: amsgrad (optax conv.)": "plain scan: optax.amsgrad",
     "ours: amsgrad (pytorch conv.)": "plain scan: optax.amsgrad",
+    "ours: amsgrad (keras conv.)": "plain scan: optax.amsgrad",
+    "ours: amsgrad (paper conv.)": "plain scan: optax.amsgrad",
     "ours: amsgrad (pytorch), progress chunks": "ours: amsgrad (pytorch conv.)",
     "ours: optax.adam": "plain scan: optax.adam",
   }
