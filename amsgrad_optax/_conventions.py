@@ -39,10 +39,15 @@ class Convention:
       (the maximum is taken over :math:`v_t / c_2`), ``"denominator"``
       (:math:`\\sqrt{\\hat v^{max}_t} / \\sqrt{c_2} + \\epsilon`) or ``"step"``
       (the step size is multiplied by :math:`\\sqrt{c_2}`, outside epsilon).
-    exact_powers: whether :math:`\\beta^t` is evaluated to float32 accuracy
-      (as PyTorch does, in double precision on the host) or as a float32
-      power (as optax and Keras do, whose rounding of :math:`\\beta_2` shifts
-      :math:`c_2` by up to about 1e-5 relative).
+    exact_powers: whether :math:`1 - \\beta^t` is evaluated to working
+      accuracy by the library's own branch-free expression (within an ulp), or
+      as optax's expression ``1 - b**t``, bit for bit (XLA's power; on CPU a
+      call to the C library's ``powf``).
+    rounded_beta: whether :math:`\\beta` is first rounded to the working dtype
+      (Keras and optax hold it in the variables' dtype; in float32 that shifts
+      :math:`c_2` by up to about 1e-5 relative) or kept in double precision (as
+      PyTorch computes ``beta ** step`` in Python floats). A float32-power
+      convention always rounds it.
     complex_mode: how complex params are updated, as the framework does it:
       ``"real_view"`` (PyTorch: the real and imaginary parts are separate
       coordinates, each with its own moments, as ``torch.view_as_real``),
@@ -59,6 +64,7 @@ class Convention:
   correct_mu: bool
   nu_correction: NuCorrection
   exact_powers: bool
+  rounded_beta: bool
   complex_mode: ComplexMode
   formula: str
   matches: str
@@ -89,9 +95,11 @@ class Convention:
     """
     c1 = c2 = None
     if self.correct_mu:
-      c1 = one_minus_power(b1, t, exact=self.exact_powers, decay=b1_decay)
+      c1 = one_minus_power(
+        b1, t, exact=self.exact_powers, decay=b1_decay, rounded_b=self.rounded_beta
+      )
     if self.nu_correction != "none":
-      c2 = one_minus_power(b2, t, exact=self.exact_powers)
+      c2 = one_minus_power(b2, t, exact=self.exact_powers, rounded_b=self.rounded_beta)
     return c1, c2
 
 
@@ -101,6 +109,7 @@ _TABLE = (
     correct_mu=True,
     nu_correction="denominator",
     exact_powers=True,
+    rounded_beta=False,
     complex_mode="real_view",
     formula="lr/(1-b1^t) * mu / (sqrt(nu_max)/sqrt(1-b2^t) + eps), nu_max = max(nu_max, nu)",
     matches="torch.optim.Adam(amsgrad=True), torch.optim.AdamW(amsgrad=True); "
@@ -110,7 +119,8 @@ _TABLE = (
     name="keras",
     correct_mu=True,
     nu_correction="step",
-    exact_powers=False,
+    exact_powers=True,
+    rounded_beta=True,
     complex_mode="abs_sq",
     formula="lr*sqrt(1-b2^t)/(1-b1^t) * mu / (sqrt(nu_max) + eps), nu_max = max(nu_max, nu)",
     matches="keras.optimizers.Adam(amsgrad=True) (Keras 3, TF); "
@@ -121,6 +131,7 @@ _TABLE = (
     correct_mu=True,
     nu_correction="max",
     exact_powers=False,
+    rounded_beta=True,
     complex_mode="complex",
     formula="lr * (mu/(1-b1^t)) / (sqrt(nu_max + eps_root) + eps), "
     "nu_max = max(nu_max, nu/(1-b2^t))",
@@ -131,6 +142,7 @@ _TABLE = (
     correct_mu=False,
     nu_correction="none",
     exact_powers=True,
+    rounded_beta=False,
     complex_mode="abs_sq",
     formula="lr * mu / (sqrt(nu_max + eps_root) + eps), nu_max = max(nu_max, nu)",
     matches="Reddi, Kale & Kumar (2018), Algorithm 2 (with eps=0); "
@@ -211,6 +223,7 @@ def one_minus_power(
   *,
   exact: bool,
   decay: jax.typing.ArrayLike = 1.0,
+  rounded_b: bool = False,
 ) -> jax.Array:
   """Returns ``1 - prod_{i=1..t} b * decay**(i-1)``, the bias correction.
 
@@ -223,6 +236,9 @@ def one_minus_power(
       ``log(b)`` taken in double precision when ``b`` is a Python number),
       and exactly ``1 - b`` at ``t == 1``, rather than as a power.
     decay: the factor ``lambda`` of a decaying rate ``b_t = b lambda^(t-1)``.
+    rounded_b: on the exact path, raise ``b`` rounded to the result's dtype
+      (as Keras does) rather than the Python number itself; an array ``b`` is
+      already in its dtype.
 
   Returns:
     A scalar in (0, 1], in float32 (float64 under ``jax_enable_x64``, or the
@@ -239,6 +255,8 @@ def one_minus_power(
   if not exact and _is_concrete_one(decay):
     return _plain_one_minus_power(b, t)
   dtype = as_float(b).dtype
+  if rounded_b and isinstance(b, (int, float)):
+    b = float(np.asarray(b, dtype))
   tf = jnp.asarray(t).astype(dtype)
   log_b = _log(b, dtype)
   exponent = tf * log_b

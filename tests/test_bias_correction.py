@@ -70,3 +70,21 @@ def test_one_minus_exp_keeps_nan_and_gives_zero_above_zero():
   # A traced rate over 1 (x > 0) gives 0, as a rate of exactly 1 does (x = 0).
   assert float(_conventions._one_minus_exp(jnp.float32(0.5))) == 0.0
   assert float(_conventions._one_minus_exp(jnp.float32(0.0))) == 0.0
+
+
+@pytest.mark.parametrize("b", [0.9, 0.999, 0.99999])
+def test_rounded_beta_raises_beta_rounded_to_float32(b):
+  # Keras holds beta in the variables' dtype: its correction is 1 - float32(b)^t.
+  got = jax.jit(lambda t: _conventions.one_minus_power(b, t, exact=True, rounded_b=True))(
+    jnp.asarray(T, jnp.int32)
+  )
+  exact = 1.0 - np.float64(np.float32(b)) ** T
+  assert (np.abs(np.asarray(got, np.float64) - exact) / exact).max() < 2.5e-7
+
+
+@pytest.mark.parametrize("name", ["pytorch", "keras"])
+def test_exact_power_conventions_make_no_library_call(name):
+  conv = _conventions.get_convention(name)
+  hlo = jax.jit(lambda t: conv.bias_corrections(0.9, 0.999, t)).lower(jnp.int32(3)).compile()
+  for op in ("exponential", "exponential-minus-one", "power", "log", "custom-call"):
+    assert f" {op}(" not in hlo.as_text(), op

@@ -37,9 +37,9 @@ def _with_standard_promotion(
 ) -> SyntheticOptimizer:
   """Returns ``tx`` with its update traced under standard dtype promotion.
 
-  The bias corrections of ``optax.adam`` (and of the ``"keras"`` and
-  ``"optax"`` AMSGrad conventions, which evaluate optax's expression) raise
-  a float ``b`` to the int32 step count, which
+  The bias corrections of ``optax.adam`` (and of the ``"optax"`` AMSGrad
+  convention, which evaluates optax's expression) raise a float ``b`` to the
+  int32 step count, which
   ``jax_numpy_dtype_promotion="strict"`` rejects; standard promotion gives
   the float32 power those libraries compute. The problem's own arithmetic,
   outside the update, stays under the caller's promotion rules.
