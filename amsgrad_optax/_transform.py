@@ -210,14 +210,23 @@ def _decayed_b1(b1, b1_decay, count):
 
   ``1 - b1_t`` comes with it so that a constant Python ``b1`` keeps ``1 - b1``
   formed in double precision, and a traced ``b1_decay`` equal to 1 (under
-  ``optax.inject_hyperparams``) gives those same values, bit for bit.
+  ``optax.inject_hyperparams``) gives those same values, bit for bit. With a
+  decay it is ``(1 - b1) + b1 (1 - b1_decay**(t-1))``: two terms of one sign,
+  so nothing cancels where ``b1_t`` is near 1, and at ``t = 1`` it is
+  ``1 - b1`` as the bias correction forms it (``1 - b1_t`` rounded after a
+  float32 ``b1_t`` had made the first step of ``b1 = 0.99999`` 1.00136 lr).
   """
   if _conventions._is_concrete_one(b1_decay):
     return b1, 1 - b1
   decay = _conventions.as_float(b1_decay)
   b1_t = b1 * jnp.power(decay, jnp.asarray(count - 1).astype(decay.dtype))
+  # 1 - decay**(t-1), exact 0 at t = 1 (the clamped exponent keeps decay = 0 free of 0 * inf).
+  decayed = _conventions.one_minus_power(decay, jnp.maximum(count - 1, 1), exact=True)
+  decayed = jnp.where(count == 1, jnp.zeros((), decayed.dtype), decayed)
+  one_minus_b1 = 1 - b1 if isinstance(b1, (int, float)) else 1 - _conventions.as_float(b1)
+  one_minus_b1_t = one_minus_b1 + b1 * decayed
   is_one = decay == 1
-  return jnp.where(is_one, b1, b1_t), jnp.where(is_one, 1 - b1, 1 - b1_t)
+  return jnp.where(is_one, b1, b1_t), jnp.where(is_one, 1 - b1, one_minus_b1_t)
 
 
 def _wide(*dtypes) -> jnp.dtype:

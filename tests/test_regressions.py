@@ -17,6 +17,7 @@ import pytest
 
 import amsgrad_optax
 from tests.fuzz import live
+from tests.reference import numpy_amsgrad
 
 CONVENTIONS = amsgrad_optax.CONVENTIONS
 
@@ -303,3 +304,40 @@ def test_skip_nonfinite_takes_python_number_leaves(how):
   # The first AMSGrad step of any convention is -lr * sign(g) when eps is negligible.
   np.testing.assert_allclose(float(updates["w"]), -0.1, rtol=1e-6)
   assert int(state.total_skipped) == 0
+
+
+# ---------------------------------------------------------------- found this session: b1 decay
+
+
+def _updates(tx, grads):
+  params = jnp.zeros(grads.shape[1:])
+  state, update, out = tx.init(params), jax.jit(tx.update), []
+  for g in grads:
+    u, state = update(jnp.asarray(g), state, params)
+    out.append(np.asarray(u))
+  return np.stack(out)
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("b1", [0.99999, 0.9999, 0.9])
+def test_decaying_b1_near_one_keeps_the_first_step_and_the_float64_steps(convention, b1):
+  """With ``b1_decay`` the first step is the constant rate's, and the run is the float64 loop's.
+
+  Found by: test_fuzz.py::test_every_convention_and_adamnc_match_numpy (deep profile):
+  b1 = 0.99999, b1_decay = 0.99, lr = 1, eps = 0 gave a first step of -1.00136 under
+  "pytorch", where the float64 loop (and the same call without a decay) gives -1: the rate
+  was ``1 - float32(b1)`` (1.00136e-5), the bias correction ``1 - b1`` in double (1e-5). The
+  rate is now ``(1 - b1) + b1 (1 - decay**(t-1))``, ``1 - b1`` formed as without a decay.
+  At t = 1 the decay changes nothing, so the two first steps must be equal bit for bit;
+  where beta is kept in double ("pytorch", "paper"), the whole run follows the float64 loop
+  ("keras" and "optax" round beta to float32 in the corrections, as their frameworks do).
+  """
+  grads = np.random.default_rng(3).normal(size=(30, 5)).astype(np.float32)
+  got = _updates(
+    amsgrad_optax.amsgrad(0.1, b1, 0.999, 1e-8, convention=convention, b1_decay=0.99), grads
+  )
+  constant = _updates(amsgrad_optax.amsgrad(0.1, b1, 0.999, 1e-8, convention=convention), grads[:1])
+  np.testing.assert_array_equal(got[:1], constant)
+  if not amsgrad_optax.get_convention(convention).rounded_beta:
+    want = numpy_amsgrad.amsgrad(grads, 0.1, b1, 0.999, 1e-8, convention=convention, b1_decay=0.99)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
