@@ -97,6 +97,8 @@ def jax_optimizers() -> dict[str, Callable[[], optax.GradientTransformation]]:
     "optax.amsgrad": lambda: optax.amsgrad(LR),
     "amsgrad_optax (pytorch)": lambda: amsgrad_optax.amsgrad(LR),
     "amsgrad_optax (optax)": lambda: amsgrad_optax.amsgrad(LR, convention="optax"),
+    "amsgrad_optax (keras)": lambda: amsgrad_optax.amsgrad(LR, convention="keras"),
+    "amsgrad_optax (paper)": lambda: amsgrad_optax.amsgrad(LR, convention="paper"),
     # The same program as the first, timed again: the spread between the two is
     # what the machine adds, not the code.
     "optax.amsgrad, again": lambda: optax.amsgrad(LR),
