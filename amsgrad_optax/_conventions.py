@@ -43,11 +43,6 @@ class Convention:
       accuracy by the library's own branch-free expression (within an ulp), or
       as optax's expression ``1 - b**t``, bit for bit (XLA's power; on CPU a
       call to the C library's ``powf``).
-    rounded_beta: whether :math:`\\beta` is first rounded to the working dtype
-      (Keras and optax hold it in the variables' dtype; in float32 that shifts
-      :math:`c_2` by up to about 1e-5 relative) or kept in double precision (as
-      PyTorch computes ``beta ** step`` in Python floats). A float32-power
-      convention always rounds it.
     complex_mode: how complex params are updated, as the framework does it:
       ``"real_view"`` (PyTorch: the real and imaginary parts are separate
       coordinates, each with its own moments, as ``torch.view_as_real``),
@@ -58,16 +53,21 @@ class Convention:
       so the ``"keras"`` convention does not follow it there).
     formula: the step, for documentation.
     matches: the reference implementations this convention reproduces.
+    rounded_beta: whether :math:`\\beta` is first rounded to the working dtype
+      (Keras and optax hold it in the variables' dtype; in float32 that shifts
+      :math:`c_2` by up to about 1e-5 relative) or kept in double precision (as
+      PyTorch computes ``beta ** step`` in Python floats). A float32-power
+      convention always rounds it. Defaults to False.
   """
 
   name: str
   correct_mu: bool
   nu_correction: NuCorrection
   exact_powers: bool
-  rounded_beta: bool
   complex_mode: ComplexMode
   formula: str
   matches: str
+  rounded_beta: bool = False
 
   def bias_corrections(
     self,

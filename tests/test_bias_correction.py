@@ -88,3 +88,18 @@ def test_exact_power_conventions_make_no_library_call(name):
   hlo = jax.jit(lambda t: conv.bias_corrections(0.9, 0.999, t)).lower(jnp.int32(3)).compile()
   for op in ("exponential", "exponential-minus-one", "power", "log", "custom-call"):
     assert f" {op}(" not in hlo.as_text(), op
+
+
+def test_a_convention_built_as_in_0_1_keeps_beta_in_double():
+  # rounded_beta is new and defaults to False: a Convention built from 0.1.0's fields is
+  # still valid and raises beta as a Python double, as "pytorch" does.
+  pt = _conventions.get_convention("pytorch")
+  fields = ("name", "correct_mu", "nu_correction", "exact_powers", "complex_mode", "formula")
+  custom = _conventions.Convention(**{f: getattr(pt, f) for f in fields}, matches="")
+  assert custom.rounded_beta is False
+  t = jnp.asarray(T[:3000], jnp.int32)
+  want = np.asarray(pt.bias_corrections(0.99999, 0.99999, t)[1])
+  got = np.asarray(custom.bias_corrections(0.99999, 0.99999, t)[1])
+  np.testing.assert_array_equal(got, want)
+  keras = _conventions.get_convention("keras").bias_corrections(0.99999, 0.99999, t)[1]
+  assert not np.array_equal(np.asarray(keras), want)  # float32(beta) moves c2 here
