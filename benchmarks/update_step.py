@@ -25,6 +25,10 @@ moment) and its dispatch floor are timed too.
   python benchmarks/update_step.py --peak-gbps 3350   # on a GPU: bandwidth as a fraction of peak
   python benchmarks/update_step.py --no-compile       # the step tables only
   python benchmarks/update_step.py --best-of 3        # each sample the fastest of 3 calls
+  python benchmarks/update_step.py --only "flatten,torch fused" --sizes 24   # head-to-head
+
+``torch fused, again`` is a second PyTorch optimizer over its own copy of the tensors, timed
+as a separate implementation: its distance from ``torch fused`` is PyTorch's spread.
 """
 
 from __future__ import annotations
@@ -268,7 +272,12 @@ def torch_runners(params, grads):
   device = "cuda" if on_gpu else "cpu"
   sync = torch.cuda.synchronize if on_gpu else (lambda: None)
   out = {}
-  for name, kw in (("torch foreach", dict(foreach=True)), ("torch fused", dict(fused=True))):
+  for name, kw in (
+    ("torch foreach", dict(foreach=True)),
+    ("torch fused", dict(fused=True)),
+    # A second, separate instance: torch's own spread, as "optax.amsgrad, again" is JAX's.
+    ("torch fused, again", dict(fused=True)),
+  ):
     tensors = [torch.nn.Parameter(torch.from_numpy(v.copy()).to(device)) for v in params.values()]
     for t, g in zip(tensors, grads.values()):
       t.grad = torch.from_numpy(g.copy()).to(device)
@@ -292,7 +301,7 @@ def torch_runners(params, grads):
 # ---------------------------------------------------------------- driver
 
 
-def time_case(label, shapes, repeats, with_torch, peak_gbps, best_of=1):
+def time_case(label, shapes, repeats, with_torch, peak_gbps, best_of=1, only=None):
   params, grads = make_tree(shapes)
   n = sum(int(np.prod(s)) for s in shapes)
   runners, hlo = {}, {}
@@ -325,6 +334,10 @@ def time_case(label, shapes, repeats, with_torch, peak_gbps, best_of=1):
   runners["copy x*2 (8 B/elem)"] = copy
   if with_torch:
     runners.update(torch_runners(params, grads))
+  if only:
+    # optax.amsgrad (the ratios' base) and the copy (the bandwidth) always stay.
+    keep = ("optax.amsgrad", "copy x*2 (8 B/elem)")
+    runners = {k: r for k, r in runners.items() if k in keep or any(o in k for o in only)}
   for run in runners.values():  # warm up
     for _ in range(3):
       run()
@@ -401,12 +414,20 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
   parser.add_argument("--repeats", type=int, default=None)
-  parser.add_argument("--sizes", default=None, help="log2 sizes, comma separated (16,20,24)")
+  parser.add_argument(
+    "--sizes", default=None, help="log2 sizes, comma separated (16,20,24); '' for none"
+  )
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--compile-leaves", type=int, default=None)
   parser.add_argument("--peak-gbps", type=float, default=None, help="device memory bandwidth")
   parser.add_argument("--no-tree", action="store_true", help="skip the model-like tree")
   parser.add_argument("--no-compile", action="store_true", help="skip the compile-time table")
+  parser.add_argument(
+    "--only",
+    default=None,
+    help="comma-separated name fragments: time only the matching implementations (with "
+    "optax.amsgrad and the copy), e.g. 'flatten,torch fused' for a head-to-head",
+  )
   parser.add_argument(
     "--best-of",
     type=int,
@@ -417,8 +438,8 @@ def main():
   args = parser.parse_args()
 
   sizes = [16, 20] if args.quick else [16, 18, 20, 22, 24]
-  if args.sizes:
-    sizes = [int(s) for s in args.sizes.split(",")]
+  if args.sizes is not None:  # "" for none: the tree alone
+    sizes = [int(s) for s in args.sizes.split(",") if s]
   repeats = args.repeats or (5 if args.quick else 15)
   leaves = args.compile_leaves or (300 if args.quick else 1000)
 
@@ -432,10 +453,11 @@ def main():
   )
   if device.platform != "cpu" and not peak:
     print("  (pass --peak-gbps to see bandwidth as a fraction of the device's peak)")
+  only = [o.strip() for o in args.only.split(",")] if args.only else None
   for k in sizes:
-    time_case(f"2^{k}", single_array(2**k), repeats, not args.no_torch, peak, args.best_of)
+    time_case(f"2^{k}", single_array(2**k), repeats, not args.no_torch, peak, args.best_of, only)
   if not args.no_tree:
-    time_case("model-like tree", model_like(), repeats, not args.no_torch, peak, args.best_of)
+    time_case("model-like tree", model_like(), repeats, not args.no_torch, peak, args.best_of, only)
   if not args.no_compile:
     time_compile(leaves, 1 if args.quick else 3)
 
