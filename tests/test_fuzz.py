@@ -557,7 +557,9 @@ def _real_problem(data, **kw):
 @fuzz(10)
 @given(data=st.data())
 def test_wrappers_do_not_change_the_optimizer(data):
-  """With finite gradients every wrapper gives the plain optimizer's params, bit for bit.
+  """With finite gradients every wrapper gives the plain optimizer's params, to a few ulps.
+
+  ``inject`` holds its hyperparameters as float32 arrays, and matches to their rounding.
 
   ``MultiSteps(tx, k)`` is fed each gradient k times (whose running mean is exact), and must
   then give the plain run's params at every k-th step, to round-off.
@@ -579,6 +581,13 @@ def test_wrappers_do_not_change_the_optimizer(data):
       _assert_close(got, want, 1e-5, name)
       return
     got, _ = _run_ours(_wrapped(name, convention, hp), template, specs, params, grads)
+  if name == "inject":
+    # An injected b2 is a float32 array, so 1 - b2 is formed in float32, not from the Python
+    # float in double (docs/silent_failures.md). Under "keras" and "optax", whose corrections
+    # raise float32(b2), the two roundings do not cancel: the deep profile found 6.6e-6 at
+    # b2 = 0.999 (about ulp(1) / (2 (1 - b2))), before and after issue 17's changes alike.
+    _assert_close(got, want, 2e-5, name)
+    return
   # Within a few ulps, not bit for bit: the wrapper's graph is fused differently by XLA.
   for a, b, s in zip(got, want, specs, strict=True):
     _ulps_close(a, b, C.leaf_dtype(s), float(np.abs(b).max(initial=0.0)), ulps=4)
