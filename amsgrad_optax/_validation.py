@@ -54,14 +54,33 @@ def check_range(
   # types (ml_dtypes) as numbers.
   if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == np.bool_):
     raise TypeError(f"{name} must be a real number, got {value!r}")
+  hint = _inject_hint(value, arr.dtype)
   if jnp.issubdtype(arr.dtype, jnp.complexfloating):
-    raise TypeError(f"{name} must be a real number, got {value!r}")
+    raise TypeError(f"{name} must be a real number, got {value!r}{hint}")
   arr = arr.astype(np.float64)
   upper_ok = arr <= high if high_inclusive else arr < high
   if not np.all((arr >= low) & upper_ok):
     bracket = "]" if high_inclusive else ")"
     upper = "inf" if high == np.inf else f"{high:g}"
-    raise ValueError(f"{name} must be in [{low:g}, {upper}{bracket}, got {value!r}")
+    raise ValueError(f"{name} must be in [{low:g}, {upper}{bracket}, got {value!r}{hint}")
+
+
+def _inject_hint(value: Any, dtype) -> str:
+  """The likely origin of a complex or sub-float32 hyperparameter array, and the cure.
+
+  ``optax.inject_hyperparams`` casts numeric hyperparameters to the dtype of
+  the first param leaf unless ``hyperparam_dtype`` is given: bfloat16 params
+  turn ``b2=0.999`` into 1, complex params make every hyperparameter complex.
+  """
+  if isinstance(value, (int, float, complex)):
+    return ""
+  narrow = jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+  if not (narrow or jnp.issubdtype(dtype, jnp.complexfloating)):
+    return ""
+  return (
+    f". A {jnp.dtype(dtype).name} hyperparameter usually comes from optax.inject_hyperparams, "
+    "which casts them to the first param's dtype: pass hyperparam_dtype=jnp.float32 there"
+  )
 
 
 def check_scalar(name: str, value: Any) -> None:

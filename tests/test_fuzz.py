@@ -540,9 +540,12 @@ def _wrapped(name, convention, hp):
   if name == "apply_if_finite":
     return optax.apply_if_finite(_plain(convention, hp), 3)
   if name == "inject":
-    return optax.inject_hyperparams(amsgrad_optax.amsgrad, static_args=("convention",))(
-      hp["lr"], hp["b1"], hp["b2"], hp["eps"], convention=convention, weight_decay=hp["wd"]
-    )
+    # hyperparam_dtype: optax would otherwise cast them to the first param's dtype, which for
+    # bfloat16 or complex params is a different (or refused) optimizer; that refusal is
+    # tests/test_regressions.py::test_inject_hyperparams_on_low_precision_or_complex_params_*.
+    return optax.inject_hyperparams(
+      amsgrad_optax.amsgrad, static_args=("convention",), hyperparam_dtype=jnp.float32
+    )(hp["lr"], hp["b1"], hp["b2"], hp["eps"], convention=convention, weight_decay=hp["wd"])
   if name == "masked":
     return optax.masked(_plain(convention, hp), lambda p: jax.tree.map(lambda _: True, p))
   if name == "multisteps":

@@ -341,3 +341,39 @@ def test_decaying_b1_near_one_keeps_the_first_step_and_the_float64_steps(convent
   if not amsgrad_optax.get_convention(convention).rounded_beta:
     want = numpy_amsgrad.amsgrad(grads, 0.1, b1, 0.999, 1e-8, convention=convention, b1_decay=0.99)
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
+
+
+# ---------------------------------------------------------------- found this session: inject dtypes
+
+
+@pytest.mark.standard_promotion
+@pytest.mark.parametrize(
+  "dtype, error", [(jnp.bfloat16, ValueError), (jnp.float16, None), (jnp.complex64, TypeError)]
+)
+def test_inject_hyperparams_on_low_precision_or_complex_params_names_hyperparam_dtype(dtype, error):
+  """optax.inject_hyperparams casts hyperparameters to the first param's dtype.
+
+  Found by: the fuzz suite's deep profile (test_jit_equals_eager, test_wrappers_do_not_change_
+  the_optimizer): with complex64 params every injected hyperparameter is complex and was
+  refused as "must be a real number", with bfloat16 params b2 = 0.999 becomes 1 and was refused
+  as out of range, neither message saying why. Both now name the cure; with it
+  (hyperparam_dtype=jnp.float32) the update is the plain call's. float16 keeps b2 = 0.999 < 1
+  (0.99902): accepted, a slightly different b2.
+  """
+  params = jnp.ones(3, dtype)
+  grads = jnp.full(3, 0.5, dtype)
+  default = optax.inject_hyperparams(amsgrad_optax.amsgrad)(1e-3, b2=0.999)
+  if error is None:
+    default.update(grads, default.init(params), params)
+  else:
+    with pytest.raises(error, match="pass hyperparam_dtype=jnp.float32"):
+      default.update(grads, default.init(params), params)
+  fixed = optax.inject_hyperparams(amsgrad_optax.amsgrad, hyperparam_dtype=jnp.float32)(
+    1e-3, b2=0.999
+  )
+  plain = amsgrad_optax.amsgrad(1e-3, b2=0.999)
+  got, _ = fixed.update(grads, fixed.init(params), params)
+  want, _ = plain.update(grads, plain.init(params), params)
+  np.testing.assert_allclose(
+    np.asarray(got), np.asarray(want), rtol=2e-3 if dtype != jnp.complex64 else 1e-5
+  )
