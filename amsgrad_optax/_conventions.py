@@ -217,6 +217,11 @@ def as_float(x: jax.typing.ArrayLike) -> jax.Array:
   return arr
 
 
+def one_minus(b: jax.typing.ArrayLike) -> jax.typing.ArrayLike:
+  """Returns ``1 - b``: in double precision for a Python number, else in ``b``'s float dtype."""
+  return (1.0 - b) if isinstance(b, (int, float)) else 1 - as_float(b)
+
+
 def one_minus_power(
   b: jax.typing.ArrayLike,
   t: jax.Array,
@@ -265,7 +270,7 @@ def one_minus_power(
     exponent = exponent + (0.5 * tf * (tf - 1.0)) * _log(decay, dtype)
   # At t = 1 the value is 1 - b itself; 1 - exp(log b) would be an ulp or two
   # off, since log b is rounded first.
-  first = (1.0 - b) if isinstance(b, (int, float)) else 1 - as_float(b)
+  first = one_minus(b)
   out = jnp.where(jnp.asarray(t) == 1, jnp.asarray(first, dtype), _one_minus_exp(exponent))
   if not exact:
     # A traced decay (under optax.inject_hyperparams) that is 1 gives the

@@ -517,7 +517,7 @@ def _inner_and_rest(state: Any, what: str) -> tuple[Any, tuple]:
       f"{what} must be the state of amsgrad or fused_amsgrad (a tuple whose first entry "
       f"is a ScaleByAmsgradState), got {type(state).__name__}"
     )
-  moments = (inner.mu, inner.nu, inner.nu_max)
+  moments = tuple(getattr(inner, f) for f in _transform._MOMENTS)
   if any(_is_8bit(x) for x in jax.tree.leaves(moments, is_leaf=_is_8bit)):
     raise ValueError(
       f"{what} holds 8-bit moments (state_bits=8), which have no flat layout here: "

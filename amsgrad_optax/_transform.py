@@ -223,10 +223,9 @@ def _decayed_b1(b1, b1_decay, count):
   # 1 - decay**(t-1), exact 0 at t = 1 (the clamped exponent keeps decay = 0 free of 0 * inf).
   decayed = _conventions.one_minus_power(decay, jnp.maximum(count - 1, 1), exact=True)
   decayed = jnp.where(count == 1, jnp.zeros((), decayed.dtype), decayed)
-  one_minus_b1 = 1 - b1 if isinstance(b1, (int, float)) else 1 - _conventions.as_float(b1)
-  one_minus_b1_t = one_minus_b1 + b1 * decayed
+  one_minus_b1 = _conventions.one_minus(b1)
   is_one = decay == 1
-  return jnp.where(is_one, b1, b1_t), jnp.where(is_one, 1 - b1, one_minus_b1_t)
+  return jnp.where(is_one, b1, b1_t), jnp.where(is_one, one_minus_b1, one_minus_b1 + b1 * decayed)
 
 
 def _wide(*dtypes) -> jnp.dtype:

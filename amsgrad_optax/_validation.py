@@ -54,14 +54,15 @@ def check_range(
   # types (ml_dtypes) as numbers.
   if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == np.bool_):
     raise TypeError(f"{name} must be a real number, got {value!r}")
-  hint = _inject_hint(value, arr.dtype)
   if jnp.issubdtype(arr.dtype, jnp.complexfloating):
+    hint = _inject_hint(value, arr.dtype)
     raise TypeError(f"{name} must be a real number, got {value!r}{hint}")
-  arr = arr.astype(np.float64)
-  upper_ok = arr <= high if high_inclusive else arr < high
-  if not np.all((arr >= low) & upper_ok):
+  wide = arr.astype(np.float64)
+  upper_ok = wide <= high if high_inclusive else wide < high
+  if not np.all((wide >= low) & upper_ok):
     bracket = "]" if high_inclusive else ")"
     upper = "inf" if high == np.inf else f"{high:g}"
+    hint = _inject_hint(value, arr.dtype)
     raise ValueError(f"{name} must be in [{low:g}, {upper}{bracket}, got {value!r}{hint}")
 
 
